@@ -1,0 +1,192 @@
+"""``SDTPConfig``: every choice an SDTP adapter makes, validated, JSON round-trippable.
+
+Follows PEFT's config style: a dataclass whose fields carry ``help`` metadata, saved as
+``adapter_config.json`` next to the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from .schedule import StageSchedule, auto_layer_step
+
+CONFIG_NAME = "adapter_config.json"
+ADAPTER_TYPE = "SDTP"
+FORMAT_VERSION = 1
+
+
+def _package_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+@dataclass
+class SDTPConfig:
+    """Configuration of a Saliency-driven Dynamic Token Pruning adapter.
+
+    Stage placement is either an explicit ``prune_layers`` list or ``num_stages`` stages starting at
+    ``first_layer`` every ``layer_step`` layers (``None`` = a step that ends at ~3/4 of the depth).
+    After stage s the prompt keeps ``ceil(N * keep_ratio**s)`` tokens, the first ``protected_first``
+    and the last ``local_window_ratio`` share of them included.
+
+    Example::
+
+        >>> config = SDTPConfig(keep_ratio=0.9, num_stages=10)
+        >>> config.resolve_layers(30)
+        [4, 6, 8, 10, 12, 14, 16, 18, 20, 22]
+    """
+
+    prune_layers: list[int] | None = field(
+        default=None, metadata={"help": "Explicit stage layers (pruning happens before each). Overrides the three fields below."}
+    )
+    num_stages: int = field(default=10, metadata={"help": "Number of pruning stages when prune_layers is not given."})
+    first_layer: int = field(default=4, metadata={"help": "Layer index of the first stage when prune_layers is not given."})
+    layer_step: int | None = field(
+        default=None, metadata={"help": "Layers between stages; None picks a step ending at ~3/4 of the depth."}
+    )
+    keep_ratio: float = field(default=0.9, metadata={"help": "Per-stage keep ratio r in (0, 1]; cumulative keep is r**s."})
+    protected_first: int = field(default=4, metadata={"help": "Leading tokens (attention sinks) that are never pruned."})
+    local_window_ratio: float = field(
+        default=0.1, metadata={"help": "Share in [0, 1) of the most recent tokens that is never pruned (last token always kept)."}
+    )
+    pruner_hidden_size: int = field(default=128, metadata={"help": "Hidden width of each two-layer pruning MLP."})
+    gumbel_temperature: float = field(default=1.0, metadata={"help": "Gumbel-Softmax temperature used in training (> 0)."})
+    lm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the language-modelling loss under simulated pruning."})
+    mse_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the MSE between keep probability and saliency."})
+    rank_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the pairwise ranking loss against saliency."})
+    saliency_tail_ratio: float = field(
+        default=0.25,
+        metadata={"help": "For plain text (no target mask), share in (0, 1) of the sequence whose log-likelihood is differentiated."},
+    )
+    base_model_name_or_path: str | None = field(default=None, metadata={"help": "Base model the adapter was trained for."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "Depth of the base model (filled in when attached)."})
+    hidden_size: int | None = field(default=None, metadata={"help": "Hidden size of the base model (filled in when attached)."})
+    adapter_type: str = field(default=ADAPTER_TYPE, metadata={"help": "Always 'SDTP'; lets loaders recognise the folder."})
+    format_version: int = field(default=FORMAT_VERSION, metadata={"help": "Version of the on-disk adapter format."})
+    library_version: str = field(default_factory=_package_version, metadata={"help": "sdtp_adapter version that wrote it."})
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first invalid field, its value and what is allowed."""
+
+        def bad(name: str, allowed: str) -> None:
+            raise ValueError(f"SDTPConfig.{name}={getattr(self, name)!r} is invalid: {allowed}")
+
+        if self.prune_layers is not None:
+            layers = self.prune_layers
+            if not isinstance(layers, (list, tuple)) or not layers or not all(_is_int(x) for x in layers):
+                bad("prune_layers", "expected a non-empty list of layer indices or None")
+            if any(x < 1 for x in layers):
+                bad("prune_layers", "layer indices must be >= 1 (layer 0 always sees every token)")
+            if list(layers) != sorted(set(layers)):
+                bad("prune_layers", "layer indices must be strictly increasing")
+            self.prune_layers = [int(x) for x in layers]
+        for name in ("num_stages", "first_layer", "pruner_hidden_size"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                bad(name, "expected an integer >= 1")
+        if self.layer_step is not None and (not _is_int(self.layer_step) or self.layer_step < 1):
+            bad("layer_step", "expected an integer >= 1 or None")
+        if not _is_number(self.keep_ratio) or not 0 < self.keep_ratio <= 1:
+            bad("keep_ratio", "expected a number in (0, 1]")
+        if not _is_int(self.protected_first) or self.protected_first < 0:
+            bad("protected_first", "expected an integer >= 0")
+        if not _is_number(self.local_window_ratio) or not 0 <= self.local_window_ratio < 1:
+            bad("local_window_ratio", "expected a number in [0, 1)")
+        if not _is_number(self.gumbel_temperature) or not self.gumbel_temperature > 0:
+            bad("gumbel_temperature", "expected a number > 0")
+        for name in ("lm_loss_weight", "mse_loss_weight", "rank_loss_weight"):
+            value = getattr(self, name)
+            if not _is_number(value) or value < 0 or not math.isfinite(value):
+                bad(name, "expected a finite number >= 0")
+        if not _is_number(self.saliency_tail_ratio) or not 0 < self.saliency_tail_ratio < 1:
+            bad("saliency_tail_ratio", "expected a number in (0, 1)")
+        for name in ("num_hidden_layers", "hidden_size"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                bad(name, "expected an integer >= 1 or None")
+        if self.adapter_type != ADAPTER_TYPE:
+            bad("adapter_type", f"expected {ADAPTER_TYPE!r}")
+        if not _is_int(self.format_version) or self.format_version > FORMAT_VERSION:
+            bad("format_version", f"this library reads format versions <= {FORMAT_VERSION}; upgrade sdtp_adapter")
+
+    # ---------------------------------------------------------------- schedule
+    def resolve_layers(self, num_layers: int) -> list[int]:
+        """Stage layers for a model with ``num_layers`` decoder layers."""
+        if self.prune_layers is not None:
+            layers = list(self.prune_layers)
+        else:
+            step = self.layer_step or auto_layer_step(num_layers, self.num_stages, self.first_layer)
+            layers = [self.first_layer + i * step for i in range(self.num_stages)]
+        if layers[-1] >= num_layers:
+            name = "prune_layers" if self.prune_layers is not None else "num_stages/first_layer/layer_step"
+            raise ValueError(
+                f"SDTPConfig.{name} places a stage at layer {layers[-1]}, but the model has only {num_layers} "
+                f"layers (allowed: 1 <= layer <= {num_layers - 1}); stages resolved to {layers}"
+            )
+        return layers
+
+    def schedule(self, num_layers: int) -> StageSchedule:
+        """The ``StageSchedule`` this config describes on a model of ``num_layers`` layers."""
+        return StageSchedule(
+            layers=tuple(self.resolve_layers(num_layers)),
+            keep_ratio=float(self.keep_ratio),
+            protected_first=int(self.protected_first),
+            local_window_ratio=float(self.local_window_ratio),
+        )
+
+    # ---------------------------------------------------------------- persistence
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SDTPConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown SDTPConfig fields {unknown}; allowed fields: {sorted(known)}")
+        return cls(**data)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write ``adapter_config.json`` atomically into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        atomic_write_bytes(directory / CONFIG_NAME, text.encode())
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> "SDTPConfig":
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"no {CONFIG_NAME} in {str(directory)!r}")
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temp file in the same folder, then rename it over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

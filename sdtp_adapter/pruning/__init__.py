@@ -1,0 +1,1 @@
+"""Inference-time pruning: the scoring module, the keep rule, per-forward state, layer hooks, the cache."""

@@ -1,0 +1,229 @@
+"""Forward hooks that make an unmodified transformers decoder drop tokens between layers.
+
+No library code is patched: hooks are registered on the model's own module instances and removed
+by ``PruningController.remove``. Per decoder forward:
+
+1. decoder pre-hook: choose the mode (prune a fresh prompt, or pass a chunk over an existing cache),
+   make sure the cache can record per-layer positions;
+2. layer pre-hooks: at a stage layer score and gather the hidden states; at every later layer hand it
+   RoPE embeddings, position ids and mask gathered to the surviving tokens (``pass`` mode: the mask
+   columns of that layer's cache);
+3. layer post-hooks: record which original positions each layer cached;
+4. decoder post-hook: give dropped positions early-exit hidden states so the output keeps one row per
+   input position, advance the cache's virtual length, store a ``PruningRecord``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+from transformers import DynamicCache
+
+from ..architectures import decoder_layers, decoder_of, final_norm
+from ..schedule import StageSchedule
+from .cache import SDTPCache
+from .gather import gather_mask
+from .selection import protected_mask, select_tokens
+from .state import PASS, PRUNE, ForwardState, PruningRecord
+
+# (layer, hidden [B, n, d], original positions [B, n]) -> scores [B, n], higher = keep
+Scorer = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class Simulation(Protocol):
+    """Training-time stand-in for real pruning (see ``training.masking``)."""
+
+    def on_stage(self, layer: int, hidden: torch.Tensor) -> None: ...
+
+    def attention_bias(self, hidden: torch.Tensor) -> torch.Tensor: ...
+
+
+class PruningController:
+    """Owns the hooks, the per-forward state and the record of the last pruned prefill."""
+
+    def __init__(self, model: nn.Module, schedule: StageSchedule, scorer: Scorer):
+        self.schedule = schedule
+        self.scorer = scorer
+        self.enabled = True
+        self.simulation: Simulation | None = None
+        self.last_record: PruningRecord | None = None
+        self._state: ForwardState | None = None
+        self._pending_exited: torch.Tensor | None = None
+        self._stage_index = {layer: s for s, layer in enumerate(schedule.layers)}
+        self._first_stage = schedule.layers[0]
+        self._decoder = decoder_of(model)
+        self._norm = final_norm(model)
+        self._handles = [
+            self._decoder.register_forward_pre_hook(self._before_decoder, with_kwargs=True),
+            self._decoder.register_forward_hook(self._after_decoder, with_kwargs=True),
+            model.register_forward_hook(self._after_model),
+        ]
+        for idx, layer in enumerate(decoder_layers(model)):
+            self._handles.append(layer.register_forward_pre_hook(self._layer_pre_hook(idx), with_kwargs=True))
+            self._handles.append(layer.register_forward_hook(self._layer_post_hook(idx)))
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    # ------------------------------------------------------------------ decoder
+    def _before_decoder(self, module, args, kwargs):
+        self._state = None
+        if self.simulation is not None:
+            return None
+        tokens = kwargs.get("input_ids", args[0] if args else None)
+        if tokens is None:
+            tokens = kwargs["inputs_embeds"]
+        length = tokens.shape[1]
+        cache_key = "past_key_values" if "past_key_values" in kwargs else "cache"
+        cache = kwargs.get(cache_key)
+        use_cache = kwargs.get("use_cache")
+        if use_cache is None:
+            use_cache = getattr(module.config, "use_cache", True)
+        past = cache.get_seq_length() if cache is not None else 0
+
+        if past == 0 and self.enabled:
+            mask2d = kwargs.get("attention_mask")
+            if isinstance(mask2d, torch.Tensor) and mask2d.dim() == 2 and not bool(mask2d.all()):
+                raise ValueError(
+                    "attention_mask contains padding: padded batches are not supported by this version of "
+                    "sdtp_adapter; run prompts one at a time or with equal lengths"
+                )
+            if cache is None and use_cache:
+                cache = SDTPCache(config=module.config)
+            elif type(cache) is DynamicCache:
+                cache = SDTPCache(config=module.config)  # empty: swap in one that records positions
+            elif cache is not None and not isinstance(cache, SDTPCache):
+                raise ValueError(
+                    f"cache of type {type(cache).__name__} cannot hold a pruned prefill; pass a DynamicCache, "
+                    "an SDTPCache or none"
+                )
+            if cache is not None:
+                kwargs[cache_key] = cache
+            mode = PRUNE
+        else:
+            mode = PASS
+        self._state = ForwardState(mode, length, past, cache if isinstance(cache, SDTPCache) else None)
+        return args, kwargs
+
+    def _after_decoder(self, module, args, kwargs, output):
+        state, self._state = self._state, None
+        if state is None:
+            return None
+        if state.cache is not None:
+            state.cache.virtual_length = state.past + state.length
+        if state.mode != PRUNE or state.index is None:
+            return None
+        hidden = output.last_hidden_state  # [B, k, d], already through the final norm
+        batch, _, width = hidden.shape
+        full = hidden.new_empty(batch, state.length, width)
+        full.scatter_(1, state.index[..., None].expand(-1, -1, width), hidden)
+        exited = torch.zeros(batch, state.length, dtype=torch.bool, device=hidden.device)
+        if state.exited:
+            index = torch.cat([i for i, _ in state.exited], dim=1)
+            early = self._norm(torch.cat([h for _, h in state.exited], dim=1))
+            full.scatter_(1, index[..., None].expand(-1, -1, width), early.to(full.dtype))
+            exited.scatter_(1, index, True)
+        output.last_hidden_state = full
+        self.last_record = PruningRecord(state.length, state.kept, exited)
+        self._pending_exited = exited
+        return output
+
+    def _after_model(self, module, args, output):
+        exited = getattr(self, "_pending_exited", None)
+        self._pending_exited = None
+        if exited is not None and hasattr(output, "logits"):
+            output.pruned_positions = exited  # attribute only: tuple/index access to the output is unchanged
+        return None
+
+    # ------------------------------------------------------------------ layers
+    def _layer_pre_hook(self, layer: int):
+        def hook(module, args, kwargs):
+            if self.simulation is not None:
+                return self._simulate(layer, args, kwargs)
+            state = self._state
+            if state is None:
+                return None
+            if state.mode == PASS:
+                hidden = args[0] if args else kwargs["hidden_states"]
+                cols = state.layer_columns(layer, hidden.shape[0], hidden.device)
+                if cols is not None and kwargs.get("attention_mask") is not None:
+                    kwargs["attention_mask"] = gather_mask(kwargs["attention_mask"], None, cols)
+                return args, kwargs
+            if layer < self._first_stage:
+                return None
+            args, kwargs = _with_hidden(args, kwargs, self._prune(layer, _hidden_of(args, kwargs), state))
+            for name in ("position_embeddings", "position_ids"):
+                if name in kwargs:
+                    kwargs[name] = state.gathered(kwargs[name])
+            if "attention_mask" in kwargs:
+                kwargs["attention_mask"] = state.gathered(kwargs["attention_mask"], as_mask=True)
+            state.kept[layer] = state.index
+            return args, kwargs
+
+        return hook
+
+    def _layer_post_hook(self, layer: int):
+        def hook(module, args, output):
+            state = self._state
+            if state is None or state.cache is None:
+                return None
+            if state.mode == PRUNE and layer in state.kept:
+                state.cache.layer_positions[layer] = state.kept[layer] + state.past
+            elif state.mode == PASS and layer in state.cache.layer_positions:
+                batch = state.cache.layer_positions[layer].shape[0]
+                new = torch.arange(state.past, state.past + state.length, device=state.cache.layer_positions[layer].device)
+                state.cache.layer_positions[layer] = torch.cat(
+                    [state.cache.layer_positions[layer], new.expand(batch, -1)], dim=1
+                )
+            return None
+
+        return hook
+
+    def _prune(self, layer: int, hidden: torch.Tensor, state: ForwardState) -> torch.Tensor:
+        """Drop tokens before a stage layer; other layers pass ``hidden`` through. Always gathers at a
+        stage, even when the budget keeps everything, so keep-all runs exercise the same path."""
+        if state.index is None:
+            state.set_index(torch.arange(state.length, device=hidden.device).expand(hidden.shape[0], -1))
+        stage = self._stage_index.get(layer)
+        if stage is None:
+            return hidden
+        positions = state.index
+        budget = self.schedule.budgets(state.length)[stage]
+        with torch.no_grad():
+            scores = self.scorer(layer, hidden, positions)
+        keep = select_tokens(scores, protected_mask(positions, state.length, self.schedule), budget)
+        dropped = torch.ones_like(positions, dtype=torch.bool).scatter_(1, keep, False)
+        if bool(dropped.any()):
+            drop = dropped.nonzero()[:, 1].view(hidden.shape[0], -1)
+            state.exited.append((positions.gather(1, drop), _gather_rows(hidden, drop)))
+        state.set_index(positions.gather(1, keep))
+        return _gather_rows(hidden, keep)
+
+    def _simulate(self, layer: int, args, kwargs):
+        if layer < self._first_stage:
+            return None
+        hidden = _hidden_of(args, kwargs)
+        if layer in self._stage_index:
+            self.simulation.on_stage(layer, hidden)
+        kwargs["attention_mask"] = self.simulation.attention_bias(hidden)
+        return args, kwargs
+
+
+def _hidden_of(args, kwargs) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _with_hidden(args, kwargs, hidden):
+    if args:
+        return (hidden, *args[1:]), kwargs
+    kwargs["hidden_states"] = hidden
+    return args, kwargs
+
+
+def _gather_rows(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``[B, n, d]`` gathered to ``[B, k, d]`` by ``index [B, k]``."""
+    return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))

@@ -1,0 +1,41 @@
+"""The per-stage token pruning module: a two-layer GELU MLP giving (drop, keep) logits per token."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TokenPruner(nn.Module):
+    """Scores tokens from a decoder layer's input hidden states.
+
+    ``LayerNorm -> Linear(d, h) -> GELU -> Linear(h, 2)``. The input norm is our addition to the
+    paper's MLP: residual streams carry a few huge "massive activation" tokens whose raw scale would
+    otherwise dominate the first linear layer.
+
+    Args:
+        hidden_size: ``d``, the decoder's hidden size.
+        inner_size: ``h``, the MLP's hidden width.
+    """
+
+    def __init__(self, hidden_size: int, inner_size: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden_size)
+        self.fc1 = nn.Linear(hidden_size, inner_size)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(inner_size, 2)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``[B, n, d]`` hidden states (any dtype) -> ``[B, n, 2]`` logits in the module's dtype."""
+        x = hidden_states.to(self.fc1.weight.dtype)
+        return self.fc2(self.act(self.fc1(self.norm(x))))
+
+
+def keep_margin(logits: torch.Tensor) -> torch.Tensor:
+    """``[..., 2]`` logits -> ``[...]`` keep-minus-drop margin, the score that ranks tokens."""
+    return logits[..., 1] - logits[..., 0]
+
+
+def keep_probability(logits: torch.Tensor) -> torch.Tensor:
+    """``[..., 2]`` logits -> ``[...]`` softmax probability of the keep class."""
+    return torch.softmax(logits, dim=-1)[..., 1]

@@ -1,0 +1,111 @@
+"""Stage placement, per-stage token budgets and the analytic prefill FLOPs model.
+
+Everything here is plain arithmetic on lengths, shared by inference (how many tokens to gather),
+training (how many tokens the simulated mask keeps) and the benchmarks (the speedup bound), so the
+three can never disagree.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def auto_layer_step(num_layers: int, num_stages: int, first_layer: int) -> int:
+    """Step that puts the last stage at about three quarters of the depth (30 layers: 4, 6, ..., 22)."""
+    if num_stages <= 1:
+        return 1
+    return max(1, int((0.75 * num_layers - first_layer) // (num_stages - 1)))
+
+
+@dataclass(frozen=True)
+class StageSchedule:
+    """Which layers prune and how many tokens survive each of them.
+
+    Attributes:
+        layers: stage layer indices, strictly increasing; pruning happens *before* each of these layers.
+        keep_ratio: per-stage ratio r; after stage s (1-based) ``ceil(N * r**s)`` tokens remain.
+        protected_first: number of leading tokens (attention sinks) that are always kept.
+        local_window_ratio: share of the most recent tokens that is always kept (at least the last one).
+    """
+
+    layers: tuple[int, ...]
+    keep_ratio: float
+    protected_first: int
+    local_window_ratio: float
+
+    def local_window(self, length: int) -> int:
+        """Number of trailing tokens always kept for a sequence of ``length`` real tokens."""
+        return min(length, max(1, math.ceil(self.local_window_ratio * length - 1e-9)))
+
+    def protected_count(self, length: int) -> int:
+        """Size of the union of the first ``protected_first`` and the local window."""
+        head = min(self.protected_first, length)
+        return min(length, head + self.local_window(length))
+
+    def budgets(self, length: int) -> list[int]:
+        """Tokens kept after each stage for a sequence of ``length`` real tokens.
+
+        The protected tokens count inside the budget; the budget never drops below them and never
+        grows from one stage to the next.
+        """
+        floor = self.protected_count(length)
+        out, previous = [], length
+        for s in range(1, len(self.layers) + 1):
+            target = math.ceil(length * self.keep_ratio**s - 1e-9)
+            previous = min(previous, max(floor, target))
+            out.append(previous)
+        return out
+
+    def tokens_per_layer(self, length: int, num_layers: int) -> list[int]:
+        """Tokens entering every decoder layer (index = layer) during a pruned prefill."""
+        budgets = dict(zip(self.layers, self.budgets(length)))
+        counts, current = [], length
+        for layer in range(num_layers):
+            current = budgets.get(layer, current)
+            counts.append(current)
+        return counts
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The shapes the FLOPs model needs (read from a transformers config by ``architectures``)."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    num_layers: int
+    vocab_size: int
+
+
+def layer_flops(dims: ModelDims, tokens: int, past: int = 0) -> float:
+    """Multiply-accumulate FLOPs (x2) of one decoder layer over ``tokens`` queries with causal attention.
+
+    Counts the q/k/v/o projections, the gated MLP (3 matrices) and the score and value products;
+    norms, RoPE and softmax are ignored (a few percent at these sizes).
+    """
+    q_dim = dims.num_attention_heads * dims.head_dim
+    kv_dim = dims.num_key_value_heads * dims.head_dim
+    projections = 2 * tokens * dims.hidden_size * (2 * q_dim + 2 * kv_dim)
+    mlp = 2 * tokens * 3 * dims.hidden_size * dims.intermediate_size
+    # query i (0-based among the new tokens) sees past + i + 1 keys
+    keys_seen = tokens * past + tokens * (tokens + 1) / 2
+    attention = 2 * 2 * keys_seen * q_dim
+    return projections + mlp + attention
+
+
+def prefill_flops(dims: ModelDims, tokens_per_layer: list[int], pruner_flops: float = 0.0) -> float:
+    """Prefill FLOPs of the decoder stack plus the LM head on the last position."""
+    body = sum(layer_flops(dims, n) for n in tokens_per_layer)
+    return body + 2 * dims.hidden_size * dims.vocab_size + pruner_flops
+
+
+def flops_speedup_bound(dims: ModelDims, schedule: StageSchedule, length: int, pruner_hidden: int = 0) -> float:
+    """Analytic upper bound on the prefill speedup of ``schedule`` at ``length`` tokens."""
+    full = prefill_flops(dims, [length] * dims.num_layers)
+    per_layer = schedule.tokens_per_layer(length, dims.num_layers)
+    scored = [per_layer[layer - 1] if layer > 0 else length for layer in schedule.layers]
+    pruner = sum(2 * n * (dims.hidden_size * pruner_hidden + pruner_hidden * 2) for n in scored)
+    return full / prefill_flops(dims, per_layer, pruner)

