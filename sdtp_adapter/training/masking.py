@@ -1,0 +1,92 @@
+"""Stage 2's stand-in for real pruning: Gumbel top-k keep decisions applied as attention masks.
+
+Every token still flows through every layer (so gradients reach every decision), but a token
+dropped at stage s stops being attended to by the other tokens in all deeper layers, with the same
+budget and protected tokens as at inference. The hard decision uses a straight-through estimator:
+forward value 0/1, gradient of the Gumbel-Softmax keep probability.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..pruning.module import keep_probability
+from ..pruning.selection import protected_mask, select_tokens
+from ..schedule import StageSchedule
+
+MASK_EPS = 1e-6  # log(keep + eps): finite bias for dropped keys and DynamicViT's gradient w.r.t. keep
+
+
+@dataclass
+class StageRecord:
+    """What one stage decided in a simulated forward.
+
+    Attributes:
+        layer: stage layer index.
+        logits: ``[B, N, 2]`` module output (drop, keep) for every token.
+        candidates: ``[B, N]`` bool, tokens alive before this stage and not protected.
+        kept: ``[B, N]`` bool, hard decision after this stage.
+    """
+
+    layer: int
+    logits: torch.Tensor
+    candidates: torch.Tensor
+    kept: torch.Tensor
+
+
+class MaskSimulation:
+    """Cumulative keep mask for one training forward of ``length`` tokens.
+
+    Args:
+        schedule: stage layers and budgets (shared with inference).
+        pruners: ``ModuleDict`` of stage modules keyed by layer.
+        length: ``N``.
+        temperature: Gumbel-Softmax temperature.
+        gumbel: sample Gumbel noise (training) or use the plain logits (deterministic evaluation).
+    """
+
+    def __init__(self, schedule: StageSchedule, pruners: nn.ModuleDict, length: int, temperature: float, gumbel: bool = True):
+        self.schedule = schedule
+        self.pruners = pruners
+        self.length = length
+        self.temperature = temperature
+        self.gumbel = gumbel
+        self.budgets = dict(zip(schedule.layers, schedule.budgets(length)))
+        self.records: list[StageRecord] = []
+        self.keep: torch.Tensor | None = None  # [B, N] straight-through cumulative keep
+        self._bias: torch.Tensor | None = None
+
+    def on_stage(self, layer: int, hidden: torch.Tensor) -> None:
+        """Decide which tokens survive stage ``layer`` from its input ``hidden [B, N, d]``."""
+        batch, n, _ = hidden.shape
+        if n != self.length:
+            raise ValueError(f"simulation built for {self.length} tokens got {n}")
+        positions = torch.arange(n, device=hidden.device).expand(batch, -1)
+        protected = protected_mask(positions, n, self.schedule)
+        alive = self.records[-1].kept if self.records else torch.ones_like(protected)
+        logits = self.pruners[str(layer)](hidden)
+        if self.gumbel:
+            u = torch.rand_like(logits).clamp_(1e-9, 1 - 1e-9)
+            noisy = logits - torch.log(-torch.log(u))
+        else:
+            noisy = logits
+        soft = keep_probability(noisy / self.temperature)
+        index = select_tokens(soft, protected, self.budgets[layer], candidates=alive)
+        hard = torch.zeros_like(soft).scatter_(1, index, 1.0)
+        decision = torch.where(protected, torch.ones_like(soft), hard + soft - soft.detach())
+        self.keep = decision if self.keep is None else self.keep * decision
+        self.records.append(StageRecord(layer, logits, alive & ~protected, hard.bool()))
+        self._bias = None
+
+    def attention_bias(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, N, N]`` additive mask: causal, ``log(keep_j)`` on keys, each query sees itself."""
+        if self._bias is None:
+            n = self.length
+            causal = torch.full((n, n), torch.finfo(torch.float32).min, device=hidden.device).triu(1)
+            bias = causal + torch.log(self.keep + MASK_EPS)[:, None, :]
+            eye = torch.eye(n, dtype=torch.bool, device=hidden.device)
+            self._bias = bias.masked_fill(eye, 0.0)[:, None].to(hidden.dtype)
+        return self._bias

@@ -1,0 +1,61 @@
+"""One training step's loss: saliency (stage 1) + simulated pruning and the three losses (stage 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..model import SDTPModel
+from ..pruning.module import keep_margin, keep_probability
+from .losses import lm_loss, mse_loss, ranking_loss
+from .masking import MaskSimulation
+from .saliency import normalize_saliency, token_saliency
+
+
+@dataclass
+class LossTerms:
+    """Weighted total and its unweighted parts (floats for logging except ``total``)."""
+
+    total: torch.Tensor
+    lm: float
+    mse: float
+    rank: float
+
+
+def sdtp_loss(model: SDTPModel, input_ids: torch.Tensor, target_mask: torch.Tensor, gumbel: bool = True) -> LossTerms:
+    """``w_lm * L_lm + w_mse * L_mse + w_rank * L_rank`` for one batch.
+
+    ``L_mse`` and ``L_rank`` are averaged over stages and sequences; each stage compares the module's
+    keep probability / margin with the normalised saliency of the tokens it may prune (alive, not
+    protected) at that stage.
+
+    Args:
+        input_ids: ``[B, N]``.
+        target_mask: ``[B, N]`` bool, tokens whose log-likelihood is the saliency objective and the LM loss.
+    """
+    cfg = model.sdtp_config
+    with model.disable_pruning():
+        saliency = token_saliency(model.base_model, input_ids, target_mask, list(model.schedule.layers))
+    simulation = MaskSimulation(model.schedule, model.pruners, input_ids.shape[1], cfg.gumbel_temperature, gumbel)
+    model.controller.simulation = simulation
+    try:
+        logits = model(input_ids=input_ids, use_cache=False).logits
+    finally:
+        model.controller.simulation = None
+    lm = lm_loss(logits, input_ids, target_mask)
+    mse_terms, rank_terms = [], []
+    for record in simulation.records:
+        for row in range(input_ids.shape[0]):
+            candidates = record.candidates[row]
+            if int(candidates.sum()) < 2:
+                continue
+            target = normalize_saliency(saliency[record.layer][row : row + 1], candidates[None])[0][candidates]
+            logits_row = record.logits[row][candidates]
+            mse_terms.append(mse_loss(keep_probability(logits_row), target))
+            rank_terms.append(ranking_loss(keep_margin(logits_row), target))
+    zero = lm.new_zeros(())
+    mse = torch.stack(mse_terms).mean() if mse_terms else zero
+    rank = torch.stack(rank_terms).mean() if rank_terms else zero
+    total = cfg.lm_loss_weight * lm + cfg.mse_loss_weight * mse + cfg.rank_loss_weight * rank
+    return LossTerms(total, float(lm), float(mse), float(rank))

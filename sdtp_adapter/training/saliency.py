@@ -1,0 +1,78 @@
+"""Stage 1, token marking: gradient x input saliency at every stage layer from one backward pass."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..architectures import decoder_layers
+
+
+def target_log_likelihood(logits: torch.Tensor, input_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of the target tokens.
+
+    Args:
+        logits: ``[B, N, V]``; row t predicts token t + 1.
+        input_ids: ``[B, N]``.
+        target_mask: ``[B, N]`` bool, True where token t is a target (t >= 1).
+    Returns:
+        scalar ``T``.
+    """
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = logp.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+    return (picked * target_mask[:, 1:].to(picked.dtype)).sum()
+
+
+def token_saliency(
+    model: nn.Module, input_ids: torch.Tensor, target_mask: torch.Tensor, layers: list[int]
+) -> dict[int, torch.Tensor]:
+    """``|sum_d dT/dx * x|`` per token at the input of each layer in ``layers``.
+
+    ``T`` is the summed log-likelihood of the target tokens under the full, unpruned model; one
+    backward pass yields the saliency at every layer. Callers disable pruning around this.
+
+    Args:
+        model: a causal LM whose parameters may be frozen.
+        input_ids: ``[B, N]``.
+        target_mask: ``[B, N]`` bool.
+    Returns:
+        ``{layer: [B, N] float32}`` raw (unnormalised) saliency.
+    """
+    if not bool(target_mask[:, 1:].any()):
+        raise ValueError("target_mask selects no target token after position 0; nothing to differentiate")
+    captured: dict[int, torch.Tensor] = {}
+    stack = decoder_layers(model)
+
+    def capture(layer: int):
+        def hook(module, args, kwargs):
+            captured[layer] = args[0] if args else kwargs["hidden_states"]
+
+        return hook
+
+    handles = [stack[layer].register_forward_pre_hook(capture(layer), with_kwargs=True) for layer in layers]
+    try:
+        with torch.enable_grad():
+            embeds = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
+            logits = model(inputs_embeds=embeds, use_cache=False).logits
+            objective = target_log_likelihood(logits, input_ids, target_mask)
+            grads = torch.autograd.grad(objective, [captured[layer] for layer in layers])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {
+        layer: (g.float() * captured[layer].detach().float()).sum(-1).abs() for layer, g in zip(layers, grads)
+    }
+
+
+def normalize_saliency(raw: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """Scale each row to [0, 1] by its maximum over ``candidates`` (the tokens a stage may prune).
+
+    Protected tokens (attention sinks above all) often carry saliency orders of magnitude larger than
+    the rest; they are never pruned, so they are left out of the maximum and clipped to 1.
+
+    Args:
+        raw: ``[B, N]`` non-negative saliency.
+        candidates: ``[B, N]`` bool.
+    """
+    top = raw.masked_fill(~candidates, 0).amax(dim=-1, keepdim=True).clamp_min(1e-12)
+    return (raw / top).clamp(max=1.0)
