@@ -11,6 +11,7 @@ from torch import nn
 
 from .architectures import model_dims
 from .config import SDTPConfig
+from .hub import download_adapter, push_to_hub
 from .persistence import load_adapter, save_adapter
 from .pruning.controller import PruningController, Scorer
 from .pruning.module import TokenPruner, keep_margin
@@ -112,9 +113,15 @@ class SDTPModel(nn.Module):
         """Write only the adapter (config + pruning-module weights) to ``directory``."""
         save_adapter(directory, self.sdtp_config, self.pruners.state_dict())
 
+    def push_to_hub(self, repo_id: str, **kwargs) -> str:
+        """Upload the adapter (config, weights) to the Hub repo ``repo_id``; see ``hub.push_to_hub``."""
+        return push_to_hub(self, repo_id, **kwargs)
+
     @classmethod
     def from_pretrained(cls, model: nn.Module, directory: str | os.PathLike) -> "SDTPModel":
-        """Attach the adapter saved in ``directory`` to ``model``."""
+        """Attach the adapter saved in ``directory`` (a local folder or a Hub repo id) to ``model``."""
+        if not os.path.isdir(directory) and str(directory).count("/") == 1 and not str(directory).startswith((".", "/")):
+            directory = download_adapter(str(directory))
         config, weights = load_adapter(directory)
         sdtp = cls(model, config)
         expected = set(sdtp.pruners.state_dict())

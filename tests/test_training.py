@@ -133,3 +133,38 @@ def test_each_loss_term_reaches_every_pruning_module(term):
     torch.optim.SGD(model.parameters(), lr=0.1).step()
     for k, v in model.base_model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+def test_training_loop_moves_only_the_modules_and_checkpoints(tmp_path):
+    from datasets import Dataset
+
+    from sdtp_adapter import SDTPModel
+    from sdtp_adapter.training.trainer import TrainingArguments, train
+
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG))
+    rows = []
+    for seed in range(3):
+        ids = random_ids(40, seed=seed)[0].tolist()
+        rows.append({"input_ids": ids, "target_mask": [i >= 30 for i in range(40)]})
+    base_before = {k: v.clone() for k, v in model.base_model.state_dict().items()}
+    pruners_before = {k: v.clone() for k, v in model.pruners.state_dict().items()}
+    history = train(model, Dataset.from_list(rows), TrainingArguments(output_dir=str(tmp_path), steps=4, save_every=2, warmup_steps=1))
+    assert [h["step"] for h in history] == [1, 2, 3, 4] and all(math.isfinite(h["loss"]) for h in history)
+    assert (tmp_path / "checkpoint-2" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "trainer_state.json").is_file()
+    assert all(torch.equal(v, base_before[k]) for k, v in model.base_model.state_dict().items())
+    assert any(not torch.equal(v, pruners_before[k]) for k, v in model.pruners.state_dict().items())
+    reloaded = SDTPModel.from_pretrained(tiny_llama(), tmp_path)
+    assert all(torch.equal(v, model.pruners.state_dict()[k]) for k, v in reloaded.pruners.state_dict().items())
+
+
+def test_training_arguments_and_dataset_are_validated(tmp_path):
+    from datasets import Dataset
+
+    from sdtp_adapter.training.trainer import TrainingArguments, train
+
+    with pytest.raises(ValueError, match="TrainingArguments.steps=0"):
+        TrainingArguments(output_dir=str(tmp_path), steps=0)
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG))
+    with pytest.raises(ValueError, match="target_mask"):
+        train(model, Dataset.from_list([{"input_ids": [1, 2, 3]}]), TrainingArguments(output_dir=str(tmp_path), steps=1))

@@ -10,7 +10,7 @@ from ..model import SDTPModel
 from ..pruning.module import keep_margin, keep_probability
 from .losses import lm_loss, mse_loss, ranking_loss
 from .masking import MaskSimulation
-from .saliency import normalize_saliency, token_saliency
+from .saliency import normalize_saliency, target_span, token_saliency
 
 
 @dataclass
@@ -40,10 +40,11 @@ def sdtp_loss(model: SDTPModel, input_ids: torch.Tensor, target_mask: torch.Tens
     simulation = MaskSimulation(model.schedule, model.pruners, input_ids.shape[1], cfg.gumbel_temperature, gumbel)
     model.controller.simulation = simulation
     try:
-        logits = model(input_ids=input_ids, use_cache=False).logits
+        keep = target_span(target_mask)
+        logits = model(input_ids=input_ids, use_cache=False, logits_to_keep=keep).logits
     finally:
         model.controller.simulation = None
-    lm = lm_loss(logits, input_ids, target_mask)
+    lm = lm_loss(logits, input_ids[:, -keep:], target_mask[:, -keep:])
     mse_terms, rank_terms = [], []
     for record in simulation.records:
         for row in range(input_ids.shape[0]):
@@ -58,4 +59,4 @@ def sdtp_loss(model: SDTPModel, input_ids: torch.Tensor, target_mask: torch.Tens
     mse = torch.stack(mse_terms).mean() if mse_terms else zero
     rank = torch.stack(rank_terms).mean() if rank_terms else zero
     total = cfg.lm_loss_weight * lm + cfg.mse_loss_weight * mse + cfg.rank_loss_weight * rank
-    return LossTerms(total, float(lm), float(mse), float(rank))
+    return LossTerms(total, lm.item(), mse.item(), rank.item())

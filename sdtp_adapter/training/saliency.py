@@ -23,6 +23,14 @@ def target_log_likelihood(logits: torch.Tensor, input_ids: torch.Tensor, target_
     return (picked * target_mask[:, 1:].to(picked.dtype)).sum()
 
 
+def target_span(target_mask: torch.Tensor) -> int:
+    """Number of trailing positions whose logits cover every target (the LM head runs only there)."""
+    columns = target_mask[:, 1:].any(dim=0).nonzero()
+    if columns.numel() == 0:
+        raise ValueError("target_mask selects no target token after position 0; nothing to differentiate")
+    return target_mask.shape[1] - int(columns[0])
+
+
 def token_saliency(
     model: nn.Module, input_ids: torch.Tensor, target_mask: torch.Tensor, layers: list[int]
 ) -> dict[int, torch.Tensor]:
@@ -38,8 +46,6 @@ def token_saliency(
     Returns:
         ``{layer: [B, N] float32}`` raw (unnormalised) saliency.
     """
-    if not bool(target_mask[:, 1:].any()):
-        raise ValueError("target_mask selects no target token after position 0; nothing to differentiate")
     captured: dict[int, torch.Tensor] = {}
     stack = decoder_layers(model)
 
@@ -53,8 +59,9 @@ def token_saliency(
     try:
         with torch.enable_grad():
             embeds = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
-            logits = model(inputs_embeds=embeds, use_cache=False).logits
-            objective = target_log_likelihood(logits, input_ids, target_mask)
+            keep = target_span(target_mask)
+            logits = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=keep).logits
+            objective = target_log_likelihood(logits, input_ids[:, -keep:], target_mask[:, -keep:])
             grads = torch.autograd.grad(objective, [captured[layer] for layer in layers])
     finally:
         for handle in handles:

@@ -1,0 +1,1 @@
+"""Text from package registries and locally generated long-context tasks."""

@@ -1,0 +1,60 @@
+"""Sharing adapters: model cards and pushes to the Hugging Face Hub (via ``huggingface_hub``)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from .config import SDTPConfig, atomic_write_bytes
+
+
+def write_model_card(directory: str | os.PathLike, config: SDTPConfig, results_markdown: str, how_to_reproduce: str) -> Path:
+    """Write ``README.md`` (YAML front matter + schedule + measured results) into an adapter folder."""
+    path = Path(directory) / "README.md"
+    layers = config.prune_layers or f"{config.num_stages} stages from layer {config.first_layer}"
+    text = f"""---
+library_name: sdtp-adapter
+tags: [sdtp, token-pruning, prefill]
+base_model: {config.base_model_name_or_path}
+---
+
+# SDTP adapter for {config.base_model_name_or_path}
+
+Saliency-driven dynamic token pruning modules (two-layer GELU MLPs, {config.pruner_hidden_size} hidden units)
+for a {config.num_hidden_layers}-layer decoder. Stages: {layers}; keep ratio {config.keep_ratio} per stage
+(cumulative r**s), first {config.protected_first} tokens and last {config.local_window_ratio:.0%} always kept.
+
+```python
+from sdtp_adapter import SDTPModel
+model = SDTPModel.from_pretrained(base_model, "path/to/this/folder")
+```
+
+## Measured results
+
+{results_markdown}
+
+## Reproduce
+
+{how_to_reproduce}
+"""
+    atomic_write_bytes(path, text.encode())
+    return path
+
+
+def push_to_hub(model, repo_id: str, private: bool = False, token: str | None = None, commit_message: str = "Upload SDTP adapter") -> str:
+    """Save ``model``'s adapter to a temp folder and upload it to ``repo_id``; returns the commit URL."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        return str(api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message))
+
+
+def download_adapter(repo_id: str, revision: str | None = None, token: str | None = None) -> Path:
+    """Fetch an adapter folder from the Hub (cached by ``huggingface_hub``) and return its local path."""
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(repo_id, revision=revision, token=token, allow_patterns=["*.json", "*.safetensors", "*.md"]))

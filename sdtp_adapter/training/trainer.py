@@ -1,0 +1,102 @@
+"""The training loop: AdamW on the pruning modules only, progress bar, checkpoints, loss history."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from ..config import atomic_write_bytes
+from ..model import SDTPModel
+from .objective import sdtp_loss
+
+
+@dataclass
+class TrainingArguments:
+    """How to run stage 2.
+
+    Attributes:
+        output_dir: where checkpoints (``checkpoint-<step>/``) and the final adapter are written.
+        steps: optimisation steps (one sample per step; samples have different lengths).
+        learning_rate: AdamW learning rate, cosine-decayed to 10% over ``steps``.
+        warmup_steps: linear warm-up steps.
+        max_grad_norm: gradient clipping.
+        save_every: checkpoint period in steps (0 = only the final adapter).
+        seed: shuffling and Gumbel noise seed.
+    """
+
+    output_dir: str
+    steps: int = 300
+    learning_rate: float = 2e-3
+    warmup_steps: int = 10
+    max_grad_norm: float = 1.0
+    save_every: int = 100
+    seed: int = 0
+    history: list[dict] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "warmup_steps", "save_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0 or (name == "steps" and value == 0):
+                raise ValueError(f"TrainingArguments.{name}={value!r} is invalid: expected an integer >= {int(name == 'steps')}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"TrainingArguments.learning_rate={self.learning_rate!r} is invalid: expected > 0")
+
+
+def train(model: SDTPModel, dataset, args: TrainingArguments) -> list[dict]:
+    """Train ``model``'s pruning modules on ``dataset`` (rows with ``input_ids`` and ``target_mask``).
+
+    Returns the per-step loss history, also written to ``output_dir/trainer_state.json``.
+    """
+    missing = {"input_ids", "target_mask"} - set(dataset.column_names)
+    if missing:
+        raise ValueError(f"dataset lacks columns {sorted(missing)}; it needs 'input_ids' and 'target_mask'")
+    torch.manual_seed(args.seed)
+    accelerator = Accelerator()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, args))
+    model.pruners.train()
+    order = list(range(len(dataset)))
+    rng = random.Random(args.seed)
+    out = Path(args.output_dir)
+    history: list[dict] = []
+    bar = tqdm(range(1, args.steps + 1), desc="sdtp train", disable=not accelerator.is_local_main_process)
+    for step in bar:
+        if (step - 1) % len(order) == 0:
+            rng.shuffle(order)
+        row = dataset[order[(step - 1) % len(order)]]
+        ids = torch.tensor([row["input_ids"]], device=accelerator.device)
+        target = torch.tensor([row["target_mask"]], dtype=torch.bool, device=accelerator.device)
+        terms = sdtp_loss(model, ids, target)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(terms.total)
+        accelerator.clip_grad_norm_(params, args.max_grad_norm)
+        optimizer.step()
+        schedule.step()
+        history.append({"step": step, "loss": terms.total.item(), "lm": terms.lm, "mse": terms.mse, "rank": terms.rank})
+        bar.set_postfix(lm=f"{terms.lm:.3f}", mse=f"{terms.mse:.3f}", rank=f"{terms.rank:.3f}")
+        if args.save_every and step % args.save_every == 0 and step != args.steps:
+            _checkpoint(model, out / f"checkpoint-{step}", args, history)
+    model.pruners.eval()
+    _checkpoint(model, out, args, history)
+    return history
+
+
+def _lr_factor(step: int, args: TrainingArguments) -> float:
+    if step < args.warmup_steps:
+        return (step + 1) / args.warmup_steps
+    progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _checkpoint(model: SDTPModel, directory: Path, args: TrainingArguments, history: list[dict]) -> None:
+    model.save_pretrained(directory)
+    state = {"args": {k: v for k, v in asdict(args).items() if k != "history"}, "history": history}
+    atomic_write_bytes(directory / "trainer_state.json", (json.dumps(state, indent=1) + "\n").encode())

