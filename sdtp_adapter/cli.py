@@ -25,8 +25,7 @@ def demo(adapter: str | None, tokens: int, max_new_tokens: int, repeats: int) ->
     sdtp = SDTPModel.from_pretrained(model, adapter or SHIPPED_ADAPTERS / SMOLLM2_135M.name)
     sample = retrieval_sample(tokenizer, [shakespeare_texts("heldout")["hamlet"]], tokens, "needle", random.Random(DEMO_SEED), depth=0.6)
     prompt = torch.tensor([sample["input_ids"][: sample["prompt_length"]]])
-    question = tokenizer.decode(prompt[0, -40:]).split("Question:")[-1].split("<|im_end|>")[0].strip()
-    print(f"document: {prompt.shape[1]} tokens of Hamlet with one inserted fact; question: {question}")
+    print(f"document: {prompt.shape[1]} tokens of Hamlet with one inserted fact; question: {sample['question']}")
 
     answers = {}
     for name, guard in (("base", sdtp.disable_pruning), ("sdtp", contextlib.nullcontext)):

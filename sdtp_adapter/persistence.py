@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import SDTPConfig
+from .config import SDTPConfig, publish
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 
@@ -27,7 +27,7 @@ def save_adapter(directory: str | os.PathLike, config: SDTPConfig, state_dict: d
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata={"format": "pt", "adapter_type": config.adapter_type})
-        os.replace(tmp, directory / WEIGHTS_NAME)
+        publish(tmp, directory / WEIGHTS_NAME)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -168,3 +168,34 @@ def test_training_arguments_and_dataset_are_validated(tmp_path):
     model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG))
     with pytest.raises(ValueError, match="target_mask"):
         train(model, Dataset.from_list([{"input_ids": [1, 2, 3]}]), TrainingArguments(output_dir=str(tmp_path), steps=1))
+
+
+def test_token_marking_and_saliency_warm_start():
+    from datasets import Dataset
+
+    from sdtp_adapter.training.marking import mark_tokens
+    from sdtp_adapter.training.trainer import fit_to_saliency
+
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG))
+    rows = [{"input_ids": random_ids(40, seed=s)[0].tolist(), "target_mask": [i >= 30 for i in range(40)]} for s in range(4)]
+    marked = mark_tokens(model, Dataset.from_list(rows), dtype=torch.float32)
+    n_candidates = 40 - model.schedule.protected_count(40)
+    for sample in marked:
+        assert sorted(sample.stages) == [2, 4, 6]
+        for hidden, target in sample.stages.values():
+            assert hidden.shape == (n_candidates, 64) and target.shape == (n_candidates,)
+            assert float(target.max()) == pytest.approx(1.0) and float(target.min()) >= 0
+    # stored targets are the stand-alone saliency of the same tokens
+    ids = torch.tensor([rows[0]["input_ids"]])
+    with model.disable_pruning():
+        raw = token_saliency(model.base_model, ids, torch.tensor([rows[0]["target_mask"]]), [4])[4]
+    candidates = torch.zeros(1, 40, dtype=torch.bool)
+    candidates[0, 4:36] = True
+    torch.testing.assert_close(marked[0].stages[4][1], normalize_saliency(raw, candidates)[0, 4:36])
+
+    base_before = {k: v.clone() for k, v in model.base_model.state_dict().items()}
+    history = fit_to_saliency(model, marked, epochs=15, learning_rate=1e-2)
+    assert history[-1] < history[0]
+    assert all(torch.equal(v, base_before[k]) for k, v in model.base_model.state_dict().items())
+    with pytest.raises(ValueError, match="epochs=0"):
+        fit_to_saliency(model, marked, epochs=0)

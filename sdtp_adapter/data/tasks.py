@@ -71,6 +71,7 @@ def chat_sample(tokenizer, document: str, question: str, answer: str, kind: str)
         "target_mask": [i >= len(prompt) for i in range(len(full))],
         "prompt_length": len(prompt),
         "kind": kind,
+        "question": question,
         "answer": answer,
     }
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..pruning.module import keep_margin, keep_probability
+
 
 def mse_loss(keep_prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error between keep probabilities ``[n]`` and normalised saliency ``[n]``."""
@@ -74,6 +76,16 @@ def ranking_loss(scores: torch.Tensor, targets: torch.Tensor, chunk: int = 512) 
     if chunk < 1:
         raise ValueError(f"chunk={chunk} must be >= 1")
     return _PairwiseRanking.apply(scores, targets, chunk)
+
+
+def saliency_losses(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(L_mse, L_rank)`` of one stage on one sequence.
+
+    Args:
+        logits: ``[n, 2]`` module output for the tokens the stage may prune.
+        target: ``[n]`` normalised saliency of those tokens.
+    """
+    return mse_loss(keep_probability(logits), target), ranking_loss(keep_margin(logits), target)
 
 
 def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:

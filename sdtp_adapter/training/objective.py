@@ -7,8 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import SDTPModel
-from ..pruning.module import keep_margin, keep_probability
-from .losses import lm_loss, mse_loss, ranking_loss
+from .losses import lm_loss, saliency_losses
 from .masking import MaskSimulation
 from .saliency import normalize_saliency, target_span, token_saliency
 
@@ -52,9 +51,9 @@ def sdtp_loss(model: SDTPModel, input_ids: torch.Tensor, target_mask: torch.Tens
             if int(candidates.sum()) < 2:
                 continue
             target = normalize_saliency(saliency[record.layer][row : row + 1], candidates[None])[0][candidates]
-            logits_row = record.logits[row][candidates]
-            mse_terms.append(mse_loss(keep_probability(logits_row), target))
-            rank_terms.append(ranking_loss(keep_margin(logits_row), target))
+            mse, rank = saliency_losses(record.logits[row][candidates], target)
+            mse_terms.append(mse)
+            rank_terms.append(rank)
     zero = lm.new_zeros(())
     mse = torch.stack(mse_terms).mean() if mse_terms else zero
     rank = torch.stack(rank_terms).mean() if rank_terms else zero

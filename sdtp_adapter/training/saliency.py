@@ -32,7 +32,11 @@ def target_span(target_mask: torch.Tensor) -> int:
 
 
 def token_saliency(
-    model: nn.Module, input_ids: torch.Tensor, target_mask: torch.Tensor, layers: list[int]
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    target_mask: torch.Tensor,
+    layers: list[int],
+    captured: dict[int, torch.Tensor] | None = None,
 ) -> dict[int, torch.Tensor]:
     """``|sum_d dT/dx * x|`` per token at the input of each layer in ``layers``.
 
@@ -43,10 +47,11 @@ def token_saliency(
         model: a causal LM whose parameters may be frozen.
         input_ids: ``[B, N]``.
         target_mask: ``[B, N]`` bool.
+        captured: optional dict that receives each layer's input hidden states ``[B, N, d]``.
     Returns:
         ``{layer: [B, N] float32}`` raw (unnormalised) saliency.
     """
-    captured: dict[int, torch.Tensor] = {}
+    captured = {} if captured is None else captured
     stack = decoder_layers(model)
 
     def capture(layer: int):

@@ -14,6 +14,8 @@ from tqdm.auto import tqdm
 
 from ..config import atomic_write_bytes
 from ..model import SDTPModel
+from .losses import saliency_losses
+from .marking import MarkedSample
 from .objective import sdtp_loss
 
 
@@ -86,6 +88,39 @@ def train(model: SDTPModel, dataset, args: TrainingArguments) -> list[dict]:
             _checkpoint(model, out / f"checkpoint-{step}", args, history)
     model.pruners.eval()
     _checkpoint(model, out, args, history)
+    return history
+
+
+def fit_to_saliency(model: SDTPModel, marked: list[MarkedSample], epochs: int, learning_rate: float = 2e-3, seed: int = 0) -> list[float]:
+    """Stage-2 warm start: fit every module to its stage's saliency on token-marked samples.
+
+    Minimises ``w_mse * L_mse + w_rank * L_rank`` averaged over stages (weights from the config),
+    one sample per step, without running the base model. Returns the mean loss of each epoch.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs={epochs} is invalid: expected an integer >= 1")
+    cfg = model.sdtp_config
+    params = [p for p in model.pruners.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+    order = list(range(len(marked)))
+    rng = random.Random(seed)
+    model.pruners.train()
+    history = []
+    for epoch in tqdm(range(epochs), desc="fit to saliency"):
+        rng.shuffle(order)
+        total = 0.0
+        for i in order:
+            terms = []
+            for layer, (hidden, target) in marked[i].stages.items():
+                mse, rank = saliency_losses(model.pruners[str(layer)](hidden), target)
+                terms.append(cfg.mse_loss_weight * mse + cfg.rank_loss_weight * rank)
+            loss = torch.stack(terms).mean()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.item()
+        history.append(total / len(order))
+    model.pruners.eval()
     return history
 
 
