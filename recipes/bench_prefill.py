@@ -108,6 +108,22 @@ def main() -> None:
     write_report(rows, args, sdtp)
 
 
+def table(rows: list[dict]) -> list[str]:
+    """Markdown table of benchmark rows (times in milliseconds)."""
+    lines = [
+        "| tokens | base ms | SDTP ms | speedup | FLOPs bound | KV base MiB | KV SDTP MiB | tokens at last layer |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        base, sdtp = [1000 * x for x in r["base_minmax"]], [1000 * x for x in r["sdtp_minmax"]]
+        lines.append(
+            f"| {r['tokens']} | {1000 * r['base_s']:.1f} [{base[0]:.1f}-{base[1]:.1f}] "
+            f"| {1000 * r['sdtp_s']:.1f} [{sdtp[0]:.1f}-{sdtp[1]:.1f}] | {r['speedup']:.2f}x "
+            f"| {r['flops_bound']:.2f}x | {r['kv_base_mb']:.1f} | {r['kv_sdtp_mb']:.1f} | {r['last_layer_tokens']} |"
+        )
+    return lines
+
+
 def write_report(rows: list[dict], args, sdtp: SDTPModel) -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     weights = "random weights (speed only)" if args.random_init else "real weights"
@@ -127,15 +143,7 @@ def write_report(rows: list[dict], args, sdtp: SDTPModel) -> None:
         f"- method: base and SDTP prefill (`logits_to_keep=1`, DynamicCache) alternate in one process, "
         f"{args.repeats} timed rounds after {args.warmup} warm-up round(s); medians, min-max in brackets.",
         "",
-        "| tokens | base s | SDTP s | speedup | FLOPs bound | KV base MiB | KV SDTP MiB | tokens at last layer |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['tokens']} | {r['base_s']:.2f} [{r['base_minmax'][0]:.2f}-{r['base_minmax'][1]:.2f}] "
-            f"| {r['sdtp_s']:.2f} [{r['sdtp_minmax'][0]:.2f}-{r['sdtp_minmax'][1]:.2f}] | {r['speedup']:.2f}x "
-            f"| {r['flops_bound']:.2f}x | {r['kv_base_mb']:.1f} | {r['kv_sdtp_mb']:.1f} | {r['last_layer_tokens']} |"
-        )
+    ] + table(rows)
     Path(args.output).write_text("\n".join(lines) + "\n")
     Path(args.output).with_suffix(".json").write_text(json.dumps(rows, indent=1) + "\n")
     print(f"wrote {args.output}")

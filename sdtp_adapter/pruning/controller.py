@@ -172,7 +172,7 @@ class PruningController:
             if state is None or state.cache is None:
                 return None
             if state.mode == PRUNE and layer in state.kept:
-                state.cache.layer_positions[layer] = state.kept[layer] + state.past
+                state.cache.layer_positions[layer] = state.kept[layer]  # prefill: past == 0
             elif state.mode == PASS and layer in state.cache.layer_positions:
                 batch = state.cache.layer_positions[layer].shape[0]
                 new = torch.arange(state.past, state.past + state.length, device=state.cache.layer_positions[layer].device)
@@ -196,9 +196,11 @@ class PruningController:
         with torch.no_grad():
             scores = self.scorer(layer, hidden, positions)
         keep = select_tokens(scores, protected_mask(positions, state.length, self.schedule), budget)
-        dropped = torch.ones_like(positions, dtype=torch.bool).scatter_(1, keep, False)
-        if bool(dropped.any()):
-            drop = dropped.nonzero()[:, 1].view(hidden.shape[0], -1)
+        n_drop = positions.shape[1] - budget
+        if n_drop:
+            # dropped slots first, in order; sizes are known on the host, so no device sync
+            dropped = torch.ones_like(positions, dtype=torch.int8).scatter_(1, keep, 0)
+            drop = torch.sort(dropped, dim=1, descending=True, stable=True).indices[:, :n_drop]
             state.exited.append((positions.gather(1, drop), _gather_rows(hidden, drop)))
         state.set_index(positions.gather(1, keep))
         return _gather_rows(hidden, keep)
