@@ -61,3 +61,17 @@ def test_sliding_window_models_are_refused_until_supported():
     model = AutoModelForCausalLM.from_config(config)
     with pytest.raises(ValueError, match="sliding"):
         get_sdtp_model(model, SDTPConfig(prune_layers=[2, 4]))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_left_padded_generation_matches_solo(family):
+    from test_inference import left_padded
+
+    model = get_sdtp_model(build(family, "sdpa"), SDTPConfig(prune_layers=[2, 4, 6], keep_ratio=0.7))
+    prompts = [random_ids(48, seed=4), random_ids(37, seed=5)]
+    ids, mask = left_padded(prompts)
+    with torch.no_grad():
+        batch = model.generate(ids, attention_mask=mask, max_new_tokens=8, do_sample=False)[:, ids.shape[1]:]
+        for row, prompt in enumerate(prompts):
+            solo = model.generate(prompt, max_new_tokens=8, do_sample=False)[:, prompt.shape[1]:]
+            assert torch.equal(batch[row : row + 1], solo)

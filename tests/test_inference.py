@@ -113,13 +113,45 @@ def test_disable_pruning_runs_base_model():
         assert not torch.equal(model(ids).logits, ref)
 
 
-def test_padding_is_refused_with_a_clear_error():
+def test_right_padding_is_refused_with_a_clear_error():
     model = get_sdtp_model(tiny_llama(), SDTPConfig(**STAGES))
     ids = random_ids(30, batch=2)
     mask = torch.ones_like(ids)
-    mask[0, :5] = 0
-    with pytest.raises(ValueError, match="padding"):
+    mask[0, -5:] = 0
+    with pytest.raises(ValueError, match="left-padded"):
         model(ids, attention_mask=mask)
+
+
+def left_padded(prompts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(p.shape[1] for p in prompts)
+    ids = torch.zeros(len(prompts), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, p in enumerate(prompts):
+        ids[row, width - p.shape[1] :] = p[0]
+        mask[row, width - p.shape[1] :] = 1
+    return ids, mask
+
+
+def test_left_padded_batch_matches_each_prompt_alone(attn):
+    model = get_sdtp_model(tiny_llama(attn), SDTPConfig(**STAGES))
+    prompts = [random_ids(60, seed=1), random_ids(45, seed=2), random_ids(52, seed=3)]
+    ids, mask = left_padded(prompts)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        batch = model(ids, attention_mask=mask, position_ids=positions).logits
+        record = model.last_pruning
+        batch_tokens = model.generate(ids, attention_mask=mask, max_new_tokens=10, do_sample=False)[:, ids.shape[1]:]
+        for row, prompt in enumerate(prompts):
+            n = prompt.shape[1]
+            assert record.kept_counts(8, row) == model.schedule.tokens_per_layer(n, 8)
+            alone = model(prompt).logits
+            alone_kept = model.last_pruning.kept_positions[7][0] + (ids.shape[1] - n)
+            row_kept = record.kept_positions[7][row]
+            assert torch.equal(row_kept[row_kept >= 0], alone_kept)
+            # the rows' own tolerance: padding changes the batched matmul shapes, not the math
+            torch.testing.assert_close(batch[row, -n:], alone[0], rtol=1e-4, atol=1e-4)
+            solo_tokens = model.generate(prompt, max_new_tokens=10, do_sample=False)[:, n:]
+            assert torch.equal(batch_tokens[row : row + 1], solo_tokens)
 
 
 def test_static_cache_is_refused_up_front():
@@ -151,3 +183,16 @@ def test_multi_token_chunk_on_pruned_cache_matches_token_by_token(attn):
         )
     assert cache.get_seq_length() == 79
     torch.testing.assert_close(together, one_by_one, rtol=1e-5, atol=1e-5)
+
+
+def test_keep_all_schedule_is_exact_on_a_left_padded_batch(attn):
+    base = tiny_llama(attn)
+    ids, mask = left_padded([random_ids(40, seed=1), random_ids(31, seed=2)])
+    with torch.no_grad():
+        ref = base(ids, attention_mask=mask).logits
+        ref_tokens = base.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False)
+    model = get_sdtp_model(base, SDTPConfig(prune_layers=[1, 3, 6], keep_ratio=1.0))
+    with torch.no_grad():
+        real = mask.bool()
+        assert torch.equal(model(ids, attention_mask=mask).logits[real], ref[real])
+        assert torch.equal(model.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False), ref_tokens)

@@ -25,7 +25,7 @@ from ..architectures import decoder_layers, decoder_of, final_norm
 from ..schedule import StageSchedule
 from .cache import SDTPCache
 from .gather import gather_mask
-from .selection import protected_mask, select_tokens
+from .selection import protected_mask, select_mask
 from .state import PASS, PRUNE, ForwardState, PruningRecord
 
 # (layer, hidden [B, n, d], original positions [B, n]) -> scores [B, n], higher = keep
@@ -86,12 +86,7 @@ class PruningController:
         past = cache.get_seq_length() if cache is not None else 0
 
         if past == 0 and self.enabled:
-            mask2d = kwargs.get("attention_mask")
-            if isinstance(mask2d, torch.Tensor) and mask2d.dim() == 2 and not bool(mask2d.all()):
-                raise ValueError(
-                    "attention_mask contains padding: padded batches are not supported by this version of "
-                    "sdtp_adapter; run prompts one at a time or with equal lengths"
-                )
+            pad = _left_padding(kwargs.get("attention_mask"), tokens.shape[0], length, tokens.device)
             if cache is None and use_cache:
                 cache = SDTPCache(config=module.config)
             elif type(cache) is DynamicCache:
@@ -106,7 +101,10 @@ class PruningController:
             mode = PRUNE
         else:
             mode = PASS
-        self._state = ForwardState(mode, length, past, cache if isinstance(cache, SDTPCache) else None)
+        state = ForwardState(mode, length, past, cache if isinstance(cache, SDTPCache) else None)
+        if mode == PRUNE:
+            state.set_padding(pad)
+        self._state = state
         return args, kwargs
 
     def _after_decoder(self, module, args, kwargs, output):
@@ -118,17 +116,15 @@ class PruningController:
         if state.mode != PRUNE or state.index is None:
             return None
         hidden = output.last_hidden_state  # [B, k, d], already through the final norm
-        batch, _, width = hidden.shape
-        full = hidden.new_empty(batch, state.length, width)
-        full.scatter_(1, state.index[..., None].expand(-1, -1, width), hidden)
-        exited = torch.zeros(batch, state.length, dtype=torch.bool, device=hidden.device)
-        if state.exited:
-            index = torch.cat([i for i, _ in state.exited], dim=1)
-            early = self._norm(torch.cat([h for _, h in state.exited], dim=1))
-            full.scatter_(1, index[..., None].expand(-1, -1, width), early.to(full.dtype))
-            exited.scatter_(1, index, True)
+        width = hidden.shape[-1]
+        # every position gets the last hidden state it had (early exit), then the survivors' final ones
+        full = self._norm(state.last_hidden).to(hidden.dtype)
+        slots = state.write_slots()
+        full.scatter_(1, slots[..., None].expand(-1, -1, width), hidden)
+        survived = torch.zeros_like(state.real).scatter_(1, slots, state.valid)
+        exited = state.real & ~survived
         output.last_hidden_state = full
-        self.last_record = PruningRecord(state.length, state.kept, exited)
+        self.last_record = PruningRecord(state.length, state.kept, exited, state.lengths)
         self._pending_exited = exited
         return output
 
@@ -161,7 +157,7 @@ class PruningController:
                     kwargs[name] = state.gathered(kwargs[name])
             if "attention_mask" in kwargs:
                 kwargs["attention_mask"] = state.gathered(kwargs["attention_mask"], as_mask=True)
-            state.kept[layer] = state.index
+            state.kept[layer] = state.kept_positions()
             return args, kwargs
 
         return hook
@@ -172,7 +168,8 @@ class PruningController:
             if state is None or state.cache is None:
                 return None
             if state.mode == PRUNE and layer in state.kept:
-                state.cache.layer_positions[layer] = state.kept[layer]  # prefill: past == 0
+                # prefill: past == 0; fillers point at slot 0, a padding column every later mask blocks
+                state.cache.layer_positions[layer] = state.kept[layer].clamp(min=0)
             elif state.mode == PASS and layer in state.cache.layer_positions:
                 batch = state.cache.layer_positions[layer].shape[0]
                 new = torch.arange(state.past, state.past + state.length, device=state.cache.layer_positions[layer].device)
@@ -185,25 +182,31 @@ class PruningController:
 
     def _prune(self, layer: int, hidden: torch.Tensor, state: ForwardState) -> torch.Tensor:
         """Drop tokens before a stage layer; other layers pass ``hidden`` through. Always gathers at a
-        stage, even when the budget keeps everything, so keep-all runs exercise the same path."""
+        stage, even when the budget keeps everything, so keep-all runs exercise the same path.
+
+        Row b keeps its own budget from its real length; rows with a smaller budget than the batch's
+        largest are filled on the left with masked filler slots, so the batch stays rectangular and
+        left-padded."""
         if state.index is None:
-            state.set_index(torch.arange(state.length, device=hidden.device).expand(hidden.shape[0], -1))
+            state.set_index(torch.arange(state.length, device=hidden.device).expand(hidden.shape[0], -1), state.real)
+            state.last_hidden = hidden.clone()
         stage = self._stage_index.get(layer)
         if stage is None:
             return hidden
-        positions = state.index
-        budget = self.schedule.budgets(state.length)[stage]
+        n = hidden.shape[1]
+        budgets = [self.schedule.budgets(length)[stage] for length in state.lengths]
+        width = max(budgets)
+        real_positions = torch.where(state.valid, state.index - state.pad[:, None], -1)
+        state.last_hidden.scatter_(1, state.write_slots()[..., None].expand(-1, -1, hidden.shape[-1]), hidden)
         with torch.no_grad():
-            scores = self.scorer(layer, hidden, positions)
-        keep = select_tokens(scores, protected_mask(positions, state.length, self.schedule), budget)
-        n_drop = positions.shape[1] - budget
-        if n_drop:
-            # dropped slots first, in order; sizes are known on the host, so no device sync
-            dropped = torch.ones_like(positions, dtype=torch.int8).scatter_(1, keep, 0)
-            drop = torch.sort(dropped, dim=1, descending=True, stable=True).indices[:, :n_drop]
-            state.exited.append((positions.gather(1, drop), _gather_rows(hidden, drop)))
-        state.set_index(positions.gather(1, keep))
-        return _gather_rows(hidden, keep)
+            scores = self.scorer(layer, hidden, real_positions)
+        protected = protected_mask(real_positions, state.lengths, self.schedule)
+        keep = select_mask(scores, protected, budgets, candidates=state.valid)
+        # fillers (slots not kept) first, then the kept slots in order: the last `width` of this sort
+        slots = torch.arange(n, device=hidden.device).expand_as(keep)
+        order = torch.where(keep, slots + n, slots).argsort(dim=1)[:, n - width :]
+        state.set_index(state.index.gather(1, order), keep.gather(1, order))
+        return _gather_rows(hidden, order)
 
     def _simulate(self, layer: int, args, kwargs):
         if layer < self._first_stage:
@@ -213,6 +216,23 @@ class PruningController:
             self.simulation.on_stage(layer, hidden)
         kwargs["attention_mask"] = self.simulation.attention_bias(hidden)
         return args, kwargs
+
+
+def _left_padding(mask2d, batch: int, length: int, device) -> torch.Tensor:
+    """``[B]`` count of left padding slots per row; refuses right or interior padding."""
+    if not isinstance(mask2d, torch.Tensor) or mask2d.dim() != 2:
+        return torch.zeros(batch, dtype=torch.long, device=device)
+    mask2d = mask2d.to(device=device, dtype=torch.bool)
+    pad = length - mask2d.sum(dim=1)
+    slots = torch.arange(length, device=device)[None]
+    if not torch.equal(mask2d, slots >= pad[:, None]):
+        raise ValueError(
+            "attention_mask is not left-padded: SDTP budgets each row from its real length and needs padding on "
+            "the left (tokenizer.padding_side = 'left'); right or interior padding is not supported"
+        )
+    if bool((pad >= length).any()):
+        raise ValueError("attention_mask has a row without any real token")
+    return pad
 
 
 def _hidden_of(args, kwargs) -> torch.Tensor:

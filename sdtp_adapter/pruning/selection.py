@@ -7,44 +7,49 @@ import torch
 from ..schedule import StageSchedule
 
 
-def protected_mask(positions: torch.Tensor, length: int, schedule: StageSchedule) -> torch.Tensor:
+def protected_mask(positions: torch.Tensor, lengths: int | list[int], schedule: StageSchedule) -> torch.Tensor:
     """Which tokens may never be pruned.
 
     Args:
-        positions: ``[B, n]`` original positions (0-based) of the tokens present.
-        length: number of real tokens in the prompt.
+        positions: ``[B, n]`` real-token positions (0-based; negative for padding).
+        lengths: real length of the prompt, one int for all rows or one per row.
     Returns:
-        ``[B, n]`` bool, True for the first ``protected_first`` and the last ``local_window`` positions.
+        ``[B, n]`` bool, True for the first ``protected_first`` and the last ``local_window`` real positions.
     """
-    head = positions < schedule.protected_first
-    tail = positions >= length - schedule.local_window(length)
-    return head | tail
+    rows = positions.shape[0]
+    lengths = [lengths] * rows if isinstance(lengths, int) else list(lengths)
+    length = torch.tensor(lengths, device=positions.device)[:, None]
+    window = torch.tensor([schedule.local_window(n) for n in lengths], device=positions.device)[:, None]
+    real = positions >= 0
+    return real & ((positions < schedule.protected_first) | (positions >= length - window))
 
 
-def select_tokens(
+def select_mask(
     scores: torch.Tensor,
     protected: torch.Tensor,
-    budget: int,
+    budgets: int | list[int],
     candidates: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Indices of the tokens to keep, in their original order.
+    """Which tokens to keep: every protected token, then the highest-scored candidates.
 
-    Protected tokens are always chosen and count inside ``budget``; the remaining slots go to the
-    highest-scored candidates. Non-candidates (tokens already pruned, in training) are never chosen.
+    Protected tokens count inside the budget. Non-candidates (padding, tokens already pruned in
+    training) are never chosen.
 
     Args:
         scores: ``[B, n]`` higher = more important.
-        protected: ``[B, n]`` bool.
-        budget: number of tokens to keep per row (``<=`` number of candidates).
-        candidates: ``[B, n]`` bool or None (all tokens are candidates).
+        protected: ``[B, n]`` bool (a subset of the candidates).
+        budgets: tokens to keep, one int for all rows or one per row; each at most the row's candidates.
+        candidates: ``[B, n]`` bool or None (every token is a candidate).
     Returns:
-        ``[B, budget]`` long indices into the ``n`` axis, sorted ascending.
+        ``[B, n]`` bool with exactly ``budgets[b]`` True values in row ``b``.
     """
-    n = scores.shape[-1]
-    if not 0 < budget <= n:
-        raise ValueError(f"budget={budget} must be in [1, {n}] for {n} tokens")
+    rows, n = scores.shape
+    budgets = [budgets] * rows if isinstance(budgets, int) else list(budgets)
+    if any(not 0 < b <= n for b in budgets):
+        raise ValueError(f"budgets={budgets} must each be in [1, {n}] for {n} tokens")
     ranked = scores.detach().float().masked_fill(protected, float("inf"))
     if candidates is not None:
         ranked = ranked.masked_fill(~candidates, float("-inf"))
-    index = torch.topk(ranked, budget, dim=-1, sorted=False).indices
-    return index.sort(dim=-1).values
+    order = ranked.argsort(dim=-1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=scores.device).expand(rows, n))
+    return rank < torch.tensor(budgets, device=scores.device)[:, None]

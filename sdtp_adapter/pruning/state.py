@@ -20,27 +20,51 @@ class ForwardState:
 
     Attributes:
         mode: ``"prune"`` or ``"pass"``.
-        length: ``N``, tokens in this chunk.
+        length: ``N``, slots in this chunk (padding included).
         past: original positions already in the cache.
         cache: the cache being filled, if it is an ``SDTPCache``.
-        index: ``[B, k]`` chunk indices (= original positions minus ``past``) still present; None
-            until the first stage has run.
-        kept: ``{layer: [B, k_layer]}`` original positions entering each layer at or after the first stage.
-        exited: ``(index [B, m], hidden [B, m, d])`` of the tokens dropped at each stage.
+        pad: ``[B]`` left-padding slots per row; ``lengths``: real tokens per row (host ints).
+        real: ``[B, N]`` bool, False on padding.
+        index: ``[B, k]`` chunk slot each present token came from; None until the first stage.
+        valid: ``[B, k]`` bool, False for padding and for filler slots (rows whose budget is smaller
+            than the batch's largest are filled with masked slots).
+        last_hidden: ``[B, N, d]`` each slot's latest hidden state, for early-exit logits.
+        kept: ``{layer: [B, k_layer]}`` positions entering each layer at or after the first stage
+            (``-1`` for fillers).
     """
 
     mode: str
     length: int
     past: int
     cache: SDTPCache | None
+    pad: torch.Tensor | None = None
+    lengths: list[int] = field(default_factory=list)
+    real: torch.Tensor | None = None
     index: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
+    last_hidden: torch.Tensor | None = None
     kept: dict[int, torch.Tensor] = field(default_factory=dict)
-    exited: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     _memo: dict[int, Any] = field(default_factory=dict)
+    _fillers: bool = False
 
-    def set_index(self, index: torch.Tensor) -> None:
-        self.index = index
+    def set_padding(self, pad: torch.Tensor) -> None:
+        self.pad = pad
+        self.lengths = [self.length - int(p) for p in pad.tolist()]
+        self.real = torch.arange(self.length, device=pad.device)[None] >= pad[:, None]
+        self._fillers = bool(pad.any())
+
+    def set_index(self, index: torch.Tensor, valid: torch.Tensor) -> None:
+        self.index, self.valid = index, valid
         self._memo.clear()
+
+    def kept_positions(self) -> torch.Tensor:
+        """``index`` with ``-1`` on filler and padding slots."""
+        return self.index if not self._fillers else torch.where(self.valid, self.index, -1)
+
+    def write_slots(self) -> torch.Tensor:
+        """``index`` with filler and padding slots sent to slot 0 (padding in any row that has fillers), so
+        scattering results back never overwrites the slot a filler was copied from."""
+        return self.index if not self._fillers else torch.where(self.valid, self.index, 0)
 
     def gathered(self, obj: Any, as_mask: bool = False) -> Any:
         """``obj`` reduced to the present tokens, computed once per object and stage."""
@@ -48,10 +72,14 @@ class ForwardState:
             return None
         key = id(obj)
         if key not in self._memo:
-            if as_mask:
-                self._memo[key] = gather_mask(obj, self.index, self.index)
-            else:
+            if not as_mask:
                 self._memo[key] = gather_tokens(obj, self.index)
+            else:
+                mask = gather_mask(obj, self.index, self.index)
+                if self._fillers and mask is not None:
+                    blocked = False if mask.dtype == torch.bool else torch.finfo(mask.dtype).min
+                    mask = mask.masked_fill(~self.valid[:, None, None, :], blocked)
+                self._memo[key] = mask
         return self._memo[key]
 
     def layer_columns(self, layer: int, batch: int, device: torch.device) -> torch.Tensor | None:
@@ -68,8 +96,8 @@ class PruningRecord:
 
     Attributes:
         length: ``N``, prompt length.
-        kept_positions: ``{layer: [B, k_layer] long}`` original positions entering each decoder layer
-            (layers before the first stage see all ``N``).
+        kept_positions: ``{layer: [B, k_layer] long}`` positions (slots of the input) entering each
+            decoder layer at or after the first stage; ``-1`` marks masked filler slots of padded rows.
         exited: ``[B, N]`` bool, True where a position was dropped at some stage; its logits are
             early-exit logits from the last hidden state it had.
     """
@@ -77,7 +105,11 @@ class PruningRecord:
     length: int
     kept_positions: dict[int, torch.Tensor]
     exited: torch.Tensor
+    lengths: list[int] = field(default_factory=list)
 
-    def kept_counts(self, num_layers: int) -> list[int]:
-        """Tokens entering every layer (first row of the batch)."""
-        return [int(self.kept_positions[l].shape[1]) if l in self.kept_positions else self.length for l in range(num_layers)]
+    def kept_counts(self, num_layers: int, row: int = 0) -> list[int]:
+        """Real tokens entering every layer for one row of the batch (padding excluded)."""
+        return [
+            int((self.kept_positions[layer][row] >= 0).sum()) if layer in self.kept_positions else self.lengths[row]
+            for layer in range(num_layers)
+        ]

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..pruning.module import keep_probability
-from ..pruning.selection import protected_mask, select_tokens
+from ..pruning.selection import protected_mask, select_mask
 from ..schedule import StageSchedule
 
 MASK_EPS = 1e-6  # log(keep + eps): finite bias for dropped keys and DynamicViT's gradient w.r.t. keep
@@ -74,8 +74,7 @@ class MaskSimulation:
         else:
             noisy = logits
         soft = keep_probability(noisy / self.temperature)
-        index = select_tokens(soft, protected, self.budgets[layer], candidates=alive)
-        hard = torch.zeros_like(soft).scatter_(1, index, 1.0)
+        hard = select_mask(soft, protected, self.budgets[layer], candidates=alive).to(soft.dtype)
         decision = torch.where(protected, torch.ones_like(soft), hard + soft - soft.detach())
         self.keep = decision if self.keep is None else self.keep * decision
         self.records.append(StageRecord(layer, logits, alive & ~protected, hard.bool()))
