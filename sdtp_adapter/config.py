@@ -55,6 +55,13 @@ class SDTPConfig:
     local_window_ratio: float = field(
         default=0.1, metadata={"help": "Share in [0, 1) of the most recent tokens that is never pruned (last token always kept)."}
     )
+    prune_later_chunks: bool = field(
+        default=False,
+        metadata={
+            "help": "Prune a multi-token chunk sent on top of an existing cache (the next chat turn) by the same "
+            "rules as a fresh prompt; False passes such chunks through every layer unpruned (exact)."
+        },
+    )
     pruner_hidden_size: int = field(default=128, metadata={"help": "Hidden width of each two-layer pruning MLP."})
     gumbel_temperature: float = field(default=1.0, metadata={"help": "Gumbel-Softmax temperature used in training (> 0)."})
     lm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the language-modelling loss under simulated pruning."})
@@ -98,6 +105,8 @@ class SDTPConfig:
             bad("layer_step", "expected an integer >= 1 or None")
         if not _is_number(self.keep_ratio) or not 0 < self.keep_ratio <= 1:
             bad("keep_ratio", "expected a number in (0, 1]")
+        if not isinstance(self.prune_later_chunks, bool):
+            bad("prune_later_chunks", "expected True or False")
         if not _is_int(self.protected_first) or self.protected_first < 0:
             bad("protected_first", "expected an integer >= 0")
         if not _is_number(self.local_window_ratio) or not 0 <= self.local_window_ratio < 1:

@@ -50,7 +50,7 @@ class SDTPModel(nn.Module):
         ).to(device)
         for param in model.parameters():
             param.requires_grad_(False)
-        self.controller = PruningController(model, self.schedule, scorer or self.score_tokens)
+        self.controller = PruningController(model, self.schedule, scorer or self.score_tokens, config.prune_later_chunks)
 
     # ------------------------------------------------------------------ behaviour of the base model
     def forward(self, *args, **kwargs):

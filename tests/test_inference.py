@@ -196,3 +196,54 @@ def test_keep_all_schedule_is_exact_on_a_left_padded_batch(attn):
         real = mask.bool()
         assert torch.equal(model(ids, attention_mask=mask).logits[real], ref[real])
         assert torch.equal(model.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False), ref_tokens)
+
+
+def two_turns(model, first: torch.Tensor, second: torch.Tensor):
+    cache = model(first, use_cache=True).cache
+    out = model(second, cache=cache, use_cache=True)
+    return out, model.last_pruning
+
+
+def test_later_chunk_pruning_with_keep_all_is_exact(attn):
+    base = tiny_llama(attn)
+    first, second = random_ids(50, seed=1), random_ids(30, seed=2)
+    with torch.no_grad():
+        cache = base(first, use_cache=True).cache
+        ref = base(second, cache=cache, use_cache=True).logits
+        for later in (False, True):
+            model = get_sdtp_model(base, SDTPConfig(prune_layers=[1, 3, 6], keep_ratio=1.0, prune_later_chunks=later))
+            out, _ = two_turns(model, first, second)
+            assert torch.equal(out.logits, ref)
+            model.unload()
+
+
+def test_later_chunk_is_pruned_by_the_same_rules(attn):
+    model = get_sdtp_model(tiny_llama(attn), SDTPConfig(**STAGES, prune_later_chunks=True))
+    first, second = random_ids(60, seed=1), random_ids(40, seed=2)
+    with torch.no_grad():
+        out, record = two_turns(model, first, second)
+        first_counts = model.schedule.tokens_per_layer(60, 8)
+        assert record.kept_counts(8) == model.schedule.tokens_per_layer(40, 8)
+        for layer in range(8):
+            assert out.cache.layers[layer].keys.shape[-2] == first_counts[layer] + record.kept_counts(8)[layer]
+            if layer in out.cache.layer_positions:
+                assert bool((out.cache.layer_positions[layer][0, first_counts[layer]:] >= 60).all())
+        assert out.cache.get_seq_length() == 100
+        # decoding on the two-turn cache: each layer attends to its own kept positions plus the new token
+        step = model(random_ids(1, seed=9), cache=out.cache, use_cache=True)
+        assert torch.isfinite(step.logits).all() and out.cache.get_seq_length() == 101
+
+
+def test_later_chunk_pruning_agrees_between_sdpa_and_eager():
+    first, second, step = random_ids(60, seed=1), random_ids(40, seed=2), random_ids(1, seed=3)
+    results = []
+    for attn in ("sdpa", "eager"):
+        model = get_sdtp_model(tiny_llama(attn), SDTPConfig(**STAGES, prune_later_chunks=True))
+        torch.manual_seed(0)
+        for module in model.pruners.values():  # same scores in both runs
+            torch.nn.init.normal_(module.fc2.weight)
+        with torch.no_grad():
+            out, _ = two_turns(model, first, second)
+            results.append((out.logits, model(step, cache=out.cache, use_cache=True).logits))
+    torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-4)

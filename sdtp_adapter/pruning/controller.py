@@ -43,8 +43,9 @@ class Simulation(Protocol):
 class PruningController:
     """Owns the hooks, the per-forward state and the record of the last pruned prefill."""
 
-    def __init__(self, model: nn.Module, schedule: StageSchedule, scorer: Scorer):
+    def __init__(self, model: nn.Module, schedule: StageSchedule, scorer: Scorer, prune_later_chunks: bool = False):
         self.schedule = schedule
+        self.prune_later_chunks = prune_later_chunks
         self.scorer = scorer
         self.enabled = True
         self.simulation: Simulation | None = None
@@ -85,16 +86,20 @@ class PruningController:
             use_cache = getattr(module.config, "use_cache", True)
         past = cache.get_seq_length() if cache is not None else 0
 
-        if past == 0 and self.enabled:
-            pad = _left_padding(kwargs.get("attention_mask"), tokens.shape[0], length, tokens.device)
+        if self.enabled and (past == 0 or (self.prune_later_chunks and length > 1)):
+            mask2d = kwargs.get("attention_mask")
+            chunk_mask = mask2d[:, -length:] if isinstance(mask2d, torch.Tensor) and mask2d.dim() == 2 else None
+            pad = _left_padding(chunk_mask, tokens.shape[0], length, tokens.device)
+            if past and bool(pad.any()):
+                raise ValueError("a chunk sent on top of a cache cannot contain padding")
             if cache is None and use_cache:
                 cache = SDTPCache(config=module.config)
-            elif type(cache) is DynamicCache:
+            elif type(cache) is DynamicCache and past == 0:
                 cache = SDTPCache(config=module.config)  # empty: swap in one that records positions
             elif cache is not None and not isinstance(cache, SDTPCache):
                 raise ValueError(
                     f"cache of type {type(cache).__name__} cannot hold a pruned prefill; pass a DynamicCache, "
-                    "an SDTPCache or none"
+                    "an SDTPCache or none (a later chunk needs the SDTPCache returned by the first prefill)"
                 )
             if cache is not None:
                 kwargs[cache_key] = cache
@@ -156,7 +161,7 @@ class PruningController:
                 if name in kwargs:
                     kwargs[name] = state.gathered(kwargs[name])
             if "attention_mask" in kwargs:
-                kwargs["attention_mask"] = state.gathered(kwargs["attention_mask"], as_mask=True)
+                kwargs["attention_mask"] = state.gathered(kwargs["attention_mask"], as_mask=True, layer=layer)
             state.kept[layer] = state.kept_positions()
             return args, kwargs
 
@@ -168,8 +173,10 @@ class PruningController:
             if state is None or state.cache is None:
                 return None
             if state.mode == PRUNE and layer in state.kept:
-                # prefill: past == 0; fillers point at slot 0, a padding column every later mask blocks
-                state.cache.layer_positions[layer] = state.kept[layer].clamp(min=0)
+                # fillers (padded prompts only, so past == 0) point at slot 0, a padding column later masks block
+                kept = state.kept[layer].clamp(min=0) + state.past
+                before = state.cached_positions(layer, kept.shape[0], kept.device)
+                state.cache.layer_positions[layer] = kept if before is None else torch.cat([before, kept], dim=1)
             elif state.mode == PASS and layer in state.cache.layer_positions:
                 batch = state.cache.layer_positions[layer].shape[0]
                 new = torch.arange(state.past, state.past + state.length, device=state.cache.layer_positions[layer].device)

@@ -66,21 +66,34 @@ class ForwardState:
         scattering results back never overwrites the slot a filler was copied from."""
         return self.index if not self._fillers else torch.where(self.valid, self.index, 0)
 
-    def gathered(self, obj: Any, as_mask: bool = False) -> Any:
-        """``obj`` reduced to the present tokens, computed once per object and stage."""
+    def gathered(self, obj: Any, as_mask: bool = False, layer: int | None = None) -> Any:
+        """``obj`` reduced to the present tokens, computed once per object and stage (and per layer for
+        masks of a chunk on top of a cache, whose key columns differ between layers)."""
         if obj is None:
             return None
-        key = id(obj)
+        key = (id(obj), layer if as_mask and self.past else None)
         if key not in self._memo:
             if not as_mask:
                 self._memo[key] = gather_tokens(obj, self.index)
             else:
-                mask = gather_mask(obj, self.index, self.index)
+                cols = self.index + self.past
+                before = self.cached_positions(layer, cols.shape[0], cols.device) if self.past else None
+                if before is not None:
+                    cols = torch.cat([before, cols], dim=1)
+                mask = gather_mask(obj, self.index, cols)
                 if self._fillers and mask is not None:
                     blocked = False if mask.dtype == torch.bool else torch.finfo(mask.dtype).min
                     mask = mask.masked_fill(~self.valid[:, None, None, :], blocked)
                 self._memo[key] = mask
         return self._memo[key]
+
+    def cached_positions(self, layer: int, batch: int, device: torch.device) -> torch.Tensor | None:
+        """``[B, past]`` original positions already in layer ``layer``'s cache, or None when empty."""
+        if not self.past:
+            return None
+        if self.cache is not None and layer in self.cache.layer_positions:
+            return self.cache.layer_positions[layer].to(device)
+        return torch.arange(self.past, device=device).expand(batch, -1)
 
     def layer_columns(self, layer: int, batch: int, device: torch.device) -> torch.Tensor | None:
         """Original positions of the keys layer ``layer`` attends to in a ``pass`` chunk, or None if all."""
