@@ -13,6 +13,7 @@ from .architectures import model_dims
 from .config import SDTPConfig
 from .hub import download_adapter, push_to_hub
 from .persistence import load_adapter, save_adapter
+from .quantization import disable_cpu_repacking
 from .pruning.controller import PruningController, Scorer
 from .pruning.module import TokenPruner, keep_margin
 from .pruning.state import PruningRecord
@@ -50,6 +51,7 @@ class SDTPModel(nn.Module):
         ).to(device)
         for param in model.parameters():
             param.requires_grad_(False)
+        disable_cpu_repacking(model)  # the saliency and training passes backpropagate through the base
         self.controller = PruningController(model, self.schedule, scorer or self.score_tokens, config.prune_later_chunks)
 
     # ------------------------------------------------------------------ behaviour of the base model

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from ..model import SDTPModel
+from ..quantization import prepare_4bit_for_backward
 from .losses import lm_loss, saliency_losses
 from .masking import MaskSimulation
 from .saliency import normalize_saliency, target_span, token_saliency
@@ -36,6 +37,7 @@ def sdtp_loss(model: SDTPModel, input_ids: torch.Tensor, target_mask: torch.Tens
     cfg = model.sdtp_config
     with model.disable_pruning():
         saliency = token_saliency(model.base_model, input_ids, target_mask, list(model.schedule.layers))
+    prepare_4bit_for_backward(model.base_model)  # the saliency pass did it too; cheap when nothing is packed
     simulation = MaskSimulation(model.schedule, model.pruners, input_ids.shape[1], cfg.gumbel_temperature, gumbel)
     model.controller.simulation = simulation
     try:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..architectures import decoder_layers
+from ..quantization import prepare_4bit_for_backward
 
 
 def target_log_likelihood(logits: torch.Tensor, input_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
@@ -51,6 +52,7 @@ def token_saliency(
     Returns:
         ``{layer: [B, N] float32}`` raw (unnormalised) saliency.
     """
+    prepare_4bit_for_backward(model)
     captured = {} if captured is None else captured
     stack = decoder_layers(model)
 
