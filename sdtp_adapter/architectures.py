@@ -64,9 +64,15 @@ def _resolve(root: nn.Module, path: str) -> nn.Module:
     return root
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model inside a PEFT ``PeftModel`` (LoRA...), or ``model`` itself."""
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
 def decoder_of(model: nn.Module) -> nn.Module:
-    """The decoder stack (``LlamaModel`` for a ``LlamaForCausalLM``)."""
-    return _resolve(model, architecture_of(model).decoder)
+    """The decoder stack (``LlamaModel`` for a ``LlamaForCausalLM``, also inside a ``PeftModel``)."""
+    return _resolve(unwrap(model), architecture_of(model).decoder)
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:

@@ -247,3 +247,10 @@ def test_later_chunk_pruning_agrees_between_sdpa_and_eager():
             results.append((out.logits, model(step, cache=out.cache, use_cache=True).logits))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-4)
+
+
+def test_unsupported_attention_backend_fails_up_front():
+    base = tiny_llama()
+    base.config._attn_implementation = "flash_attention_2"
+    with pytest.raises(ValueError, match="attn_implementation='flash_attention_2'.*sdpa"):
+        get_sdtp_model(base, SDTPConfig(**STAGES))

@@ -55,6 +55,7 @@ class PruningController:
         self._stage_index = {layer: s for s, layer in enumerate(schedule.layers)}
         self._first_stage = schedule.layers[0]
         self._decoder = decoder_of(model)
+        check_attention(self._decoder.config)
         self._norm = final_norm(model)
         self._handles = [
             self._decoder.register_forward_pre_hook(self._before_decoder, with_kwargs=True),
@@ -87,6 +88,7 @@ class PruningController:
         past = cache.get_seq_length() if cache is not None else 0
 
         if self.enabled and (past == 0 or (self.prune_later_chunks and length > 1)):
+            check_attention(module.config)
             mask2d = kwargs.get("attention_mask")
             chunk_mask = mask2d[:, -length:] if isinstance(mask2d, torch.Tensor) and mask2d.dim() == 2 else None
             pad = _left_padding(chunk_mask, tokens.shape[0], length, tokens.device)
@@ -223,6 +225,19 @@ class PruningController:
             self.simulation.on_stage(layer, hidden)
         kwargs["attention_mask"] = self.simulation.attention_bias(hidden)
         return args, kwargs
+
+
+SUPPORTED_ATTENTION = ("sdpa", "eager")
+
+
+def check_attention(config) -> None:
+    """Refuse attention backends whose masks or position handling the gathers do not cover."""
+    impl = getattr(config, "_attn_implementation", None)
+    if impl not in SUPPORTED_ATTENTION:
+        raise ValueError(
+            f"attn_implementation={impl!r} is not supported by SDTP pruning; allowed: {list(SUPPORTED_ATTENTION)} "
+            "(flash-attention reads position ids with gaps as packed sequences)"
+        )
 
 
 def _left_padding(mask2d, batch: int, length: int, device) -> torch.Tensor:
