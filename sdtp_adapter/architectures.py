@@ -37,6 +37,7 @@ ARCHITECTURES: dict[str, Architecture] = {
     "qwen2": Architecture(),
     "qwen3": Architecture(),
     "phi3": Architecture(),
+    "gemma3_text": Architecture(),  # interleaved sliding/global layers, RoPE per layer type: handled generically
 }
 
 
@@ -47,13 +48,6 @@ def architecture_of(model: nn.Module) -> Architecture:
         raise ValueError(
             f"model_type={model_type!r} is not supported by sdtp_adapter; supported: {sorted(ARCHITECTURES)} "
             "(see docs/architectures.md to add a family)"
-        )
-    text = model.config.get_text_config(decoder=True)
-    if getattr(text, "sliding_window", None) is not None or "sliding_attention" in (getattr(text, "layer_types", None) or ()):
-        raise ValueError(
-            f"model_type={model_type!r} with sliding_window={getattr(text, 'sliding_window', None)!r}: sliding-window "
-            "attention is not supported yet (its caches keep only the last window of the kept tokens); "
-            "load the model with sliding_window=None if the prompts fit in the window"
         )
     return ARCHITECTURES[model_type]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config
+from transformers import AutoModelForCausalLM, Gemma3TextConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config
 
 from conftest import random_ids
 from sdtp_adapter import SDTPConfig, get_sdtp_model
@@ -18,6 +18,11 @@ FAMILIES = {
     "qwen2": lambda: Qwen2Config(**COMMON),
     "qwen3": lambda: Qwen3Config(**COMMON, head_dim=16),
     "phi3": lambda: Phi3Config(**COMMON, pad_token_id=0),
+    # windows far shorter than the prompts, so the sliding masks and caches really bind
+    "mistral-sliding": lambda: MistralConfig(**COMMON, sliding_window=16),
+    "qwen2-sliding": lambda: Qwen2Config(**COMMON, use_sliding_window=True, sliding_window=12, max_window_layers=3),
+    "gemma3": lambda: Gemma3TextConfig(**COMMON, head_dim=16, sliding_window=12, sliding_window_pattern=2,
+                                       query_pre_attn_scalar=16, pad_token_id=0),
 }
 
 
@@ -56,13 +61,6 @@ def test_pruned_generate_equals_greedy_loop_and_training_reaches_modules(family,
     assert all(p.grad is None for p in model.base_model.parameters())
 
 
-def test_sliding_window_models_are_refused_until_supported():
-    config = MistralConfig(**COMMON, sliding_window=16)
-    model = AutoModelForCausalLM.from_config(config)
-    with pytest.raises(ValueError, match="sliding"):
-        get_sdtp_model(model, SDTPConfig(prune_layers=[2, 4]))
-
-
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_left_padded_generation_matches_solo(family):
     from test_inference import left_padded
@@ -75,3 +73,32 @@ def test_left_padded_generation_matches_solo(family):
         for row, prompt in enumerate(prompts):
             solo = model.generate(prompt, max_new_tokens=8, do_sample=False)[:, prompt.shape[1]:]
             assert torch.equal(batch[row : row + 1], solo)
+
+
+SLIDING = ["gemma3", "mistral-sliding", "qwen2-sliding"]
+
+
+@pytest.mark.parametrize("family", SLIDING)
+def test_sliding_layers_chunk_equals_token_by_token_and_backends_agree(family):
+    from test_inference import two_turns  # noqa: F401  (same helpers as the Llama tests)
+
+    prompt, chunk = random_ids(50, seed=1), random_ids(7, seed=2)
+    results = []
+    for attn in ("sdpa", "eager"):
+        model = get_sdtp_model(build(family, attn), SDTPConfig(prune_layers=[2, 4, 6], keep_ratio=0.7))
+        text = model.config.get_text_config()
+        assert "sliding_attention" in (getattr(text, "layer_types", None) or ["sliding_attention"])
+        torch.manual_seed(0)
+        for module in model.pruners.values():
+            torch.nn.init.normal_(module.fc2.weight)
+        with torch.no_grad():
+            cache = model(prompt, use_cache=True).cache
+            assert any(getattr(layer, "sliding_window", None) for layer in cache.layers)
+            together = model(chunk, cache=cache, use_cache=True).logits
+            cache = model(prompt, use_cache=True).cache
+            one_by_one = torch.cat(
+                [model(chunk[:, i : i + 1], cache=cache, use_cache=True).logits for i in range(chunk.shape[1])], dim=1
+            )
+        torch.testing.assert_close(together, one_by_one, rtol=1e-4, atol=1e-4)
+        results.append(together)
+    torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-4)

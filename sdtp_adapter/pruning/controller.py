@@ -108,7 +108,7 @@ class PruningController:
             mode = PRUNE
         else:
             mode = PASS
-        state = ForwardState(mode, length, past, cache if isinstance(cache, SDTPCache) else None)
+        state = ForwardState(mode, length, past, cache if isinstance(cache, SDTPCache) else None, tokens.shape[0], tokens.device)
         if mode == PRUNE:
             state.set_padding(pad)
         self._state = state
@@ -172,19 +172,8 @@ class PruningController:
     def _layer_post_hook(self, layer: int):
         def hook(module, args, output):
             state = self._state
-            if state is None or state.cache is None:
-                return None
-            if state.mode == PRUNE and layer in state.kept:
-                # fillers (padded prompts only, so past == 0) point at slot 0, a padding column later masks block
-                kept = state.kept[layer].clamp(min=0) + state.past
-                before = state.cached_positions(layer, kept.shape[0], kept.device)
-                state.cache.layer_positions[layer] = kept if before is None else torch.cat([before, kept], dim=1)
-            elif state.mode == PASS and layer in state.cache.layer_positions:
-                batch = state.cache.layer_positions[layer].shape[0]
-                new = torch.arange(state.past, state.past + state.length, device=state.cache.layer_positions[layer].device)
-                state.cache.layer_positions[layer] = torch.cat(
-                    [state.cache.layer_positions[layer], new.expand(batch, -1)], dim=1
-                )
+            if state is not None and state.cache is not None:
+                _record_positions(state, layer)
             return None
 
         return hook
@@ -225,6 +214,29 @@ class PruningController:
             self.simulation.on_stage(layer, hidden)
         kwargs["attention_mask"] = self.simulation.attention_bias(hidden)
         return args, kwargs
+
+
+def _record_positions(state: ForwardState, layer: int) -> None:
+    """Update ``cache.layer_positions[layer]`` after the layer cached this chunk.
+
+    Full-attention layers that saw every position stay implicit (absent from the dict). A layer that
+    pruned records its kept positions; a sliding-window layer always records, and like its cache keeps
+    only the last ``window - 1`` entries (of the *kept* tokens, which may reach back further than the
+    window: their columns of the position-built sliding mask block them).
+    """
+    cache = state.cache
+    window = getattr(cache.layers[layer], "sliding_window", None) if layer < len(cache.layers) else None
+    pruned = state.mode == PRUNE and layer in state.kept
+    if not pruned and window is None and layer not in cache.layer_positions:
+        return
+    if pruned:
+        # fillers (padded prompts only, so past == 0) point at slot 0, a padding column later masks block
+        new = state.kept[layer].clamp(min=0) + state.past
+    else:
+        new = torch.arange(state.past, state.past + state.length, device=state.device).expand(state.batch, -1)
+    before = state.cached_positions(layer, new.shape[0], new.device)
+    positions = new if before is None else torch.cat([before, new], dim=1)
+    cache.layer_positions[layer] = positions if window is None else positions[:, -(window - 1) :]
 
 
 SUPPORTED_ATTENTION = ("sdpa", "eager")

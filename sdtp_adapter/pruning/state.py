@@ -23,6 +23,7 @@ class ForwardState:
         length: ``N``, slots in this chunk (padding included).
         past: original positions already in the cache.
         cache: the cache being filled, if it is an ``SDTPCache``.
+        batch, device: of the chunk's tokens.
         pad: ``[B]`` left-padding slots per row; ``lengths``: real tokens per row (host ints).
         real: ``[B, N]`` bool, False on padding.
         index: ``[B, k]`` chunk slot each present token came from; None until the first stage.
@@ -37,6 +38,8 @@ class ForwardState:
     length: int
     past: int
     cache: SDTPCache | None
+    batch: int = 1
+    device: torch.device | None = None
     pad: torch.Tensor | None = None
     lengths: list[int] = field(default_factory=list)
     real: torch.Tensor | None = None
