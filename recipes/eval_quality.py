@@ -72,7 +72,7 @@ def main() -> None:
             args.adapter,
             sdtp.sdtp_config,
             card_results,
-            "`python recipes/train_smollm2.py` (about 25 minutes on 2 CPU cores), then "
+            "`python recipes/train.py` (about 25 minutes on 2 CPU cores), then "
             "`python recipes/eval_quality.py --write-card` and `python recipes/bench_prefill.py`.",
         )
         (Path(args.adapter) / "eval_results.json").write_text(json.dumps({k: v.as_dict() for k, v in results.items()}, indent=1) + "\n")

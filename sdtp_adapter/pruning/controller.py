@@ -37,7 +37,7 @@ class Simulation(Protocol):
 
     def on_stage(self, layer: int, hidden: torch.Tensor) -> None: ...
 
-    def attention_bias(self, hidden: torch.Tensor) -> torch.Tensor: ...
+    def attention_bias(self, hidden: torch.Tensor, layer_mask: torch.Tensor | None) -> torch.Tensor: ...
 
 
 class PruningController:
@@ -212,7 +212,7 @@ class PruningController:
         hidden = _hidden_of(args, kwargs)
         if layer in self._stage_index:
             self.simulation.on_stage(layer, hidden)
-        kwargs["attention_mask"] = self.simulation.attention_bias(hidden)
+        kwargs["attention_mask"] = self.simulation.attention_bias(hidden, kwargs.get("attention_mask"))
         return args, kwargs
 
 

