@@ -27,7 +27,7 @@ from sdtp_adapter.cli import SHIPPED_ADAPTERS
 from sdtp_adapter.data.corpora import shakespeare_texts
 from sdtp_adapter.schedule import flops_speedup_bound
 from sdtp_adapter.timing import interleaved, median
-from sdtp_adapter.zoo import SMOLLM2_135M, load_model
+from sdtp_adapter.zoo import MODELS, SMOLLM2_135M, load_model
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -43,30 +43,35 @@ def kv_bytes(cache) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--adapter", default=str(SHIPPED_ADAPTERS / SMOLLM2_135M.name))
-    parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192])
+    parser.add_argument("--model", default=SMOLLM2_135M.name, choices=sorted(MODELS))
+    parser.add_argument("--adapter", default=None, help="default: the shipped adapter of --model")
+    parser.add_argument("--lengths", type=int, nargs="+", default=None, help="default: 1K-8K (SmolLM2), 1K-16K (Gemma)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before timing")
-    parser.add_argument("--output", default=str(DOCS / "benchmarks.md"))
+    parser.add_argument("--output", default=None, help="default: docs/benchmarks.md (SmolLM2), docs/benchmarks-<model>.md")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument(
         "--random-init",
         action="store_true",
-        help="speed only: random weights from recipes/configs/smollm2-135m-instruct.json and random tokens "
+        help="speed only: random weights from recipes/configs/<model>.json and random tokens "
         "(for machines without the model; timings depend on shapes, not weights)",
     )
     args = parser.parse_args()
 
     torch.manual_seed(0)
+    smol = args.model == SMOLLM2_135M.name
+    args.adapter = args.adapter or str(SHIPPED_ADAPTERS / args.model)
+    args.lengths = args.lengths or ([1024, 2048, 4096, 8192] if smol else [1024, 2048, 4096, 8192, 16384])
+    args.output = args.output or str(DOCS / ("benchmarks.md" if smol else f"benchmarks-{args.model}.md"))
     dtype = getattr(torch, args.dtype)
     if args.random_init:
-        config = AutoConfig.from_pretrained(CONFIGS / "smollm2-135m-instruct.json")
+        config = AutoConfig.from_pretrained(CONFIGS / f"{args.model}.json")
         config.max_position_embeddings = max(config.max_position_embeddings, max(args.lengths))
         model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa").eval()
         all_ids = torch.randint(10, config.vocab_size, (max(args.lengths),)).tolist()
     else:
-        model, tokenizer = load_model(dtype=dtype)
+        model, tokenizer = load_model(args.model, dtype=dtype)
         text = "\n\n".join(shakespeare_texts("heldout").values())
         all_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     model.to(args.device)
@@ -133,13 +138,13 @@ def write_report(rows: list[dict], args, sdtp: SDTPModel) -> None:
     lines = [
         "# Prefill benchmark",
         "",
-        f"SmolLM2-135M-Instruct ({args.dtype}, sdpa, {weights}) with the shipped adapter, stages "
+        f"{MODELS[args.model].upstream} ({args.dtype}, sdpa, {weights}) with the shipped adapter, stages "
         f"{list(sdtp.schedule.layers)}, keep ratio {sdtp.schedule.keep_ratio} per stage. Input: {data}.",
         "",
         f"- date: {stamp}",
         f"- machine: {device}; {platform.machine()}, {platform.platform()}",
         f"- versions: torch {torch.__version__}, transformers {transformers.__version__}, Python {platform.python_version()}",
-        f"- command: `python recipes/bench_prefill.py --lengths {' '.join(map(str, args.lengths))} --repeats {args.repeats}{flags}`",
+        f"- command: `python recipes/bench_prefill.py --model {args.model} --lengths {' '.join(map(str, args.lengths))} --repeats {args.repeats}{flags}`",
         f"- method: base and SDTP prefill (`logits_to_keep=1`, DynamicCache) alternate in one process, "
         f"{args.repeats} timed rounds after {args.warmup} warm-up round(s); medians, min-max in brackets.",
         "",

@@ -22,7 +22,7 @@ from sdtp_adapter.cli import SHIPPED_ADAPTERS
 from sdtp_adapter.data.corpora import shakespeare_texts
 from sdtp_adapter.evaluation import compare_scorers, text_windows
 from sdtp_adapter.hub import write_model_card
-from sdtp_adapter.zoo import SMOLLM2_135M, load_model
+from sdtp_adapter.zoo import MODELS, SMOLLM2_135M, load_model
 
 
 LIMITS = (
@@ -35,7 +35,8 @@ LIMITS = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--adapter", default=str(SHIPPED_ADAPTERS / SMOLLM2_135M.name))
+    parser.add_argument("--model", default=SMOLLM2_135M.name, choices=sorted(MODELS))
+    parser.add_argument("--adapter", default=None, help="default: the shipped adapter of --model")
     parser.add_argument("--windows", type=int, default=12)
     parser.add_argument("--prefix", type=int, default=2048)
     parser.add_argument("--continuation", type=int, default=128)
@@ -43,7 +44,8 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model, tokenizer = load_model()
+    args.adapter = args.adapter or str(SHIPPED_ADAPTERS / args.model)
+    model, tokenizer = load_model(args.model)
     sdtp = SDTPModel.from_pretrained(model, args.adapter)
     windows = text_windows(tokenizer, list(shakespeare_texts("heldout").values()), args.windows, args.prefix + args.continuation, seed=0)
     scorers = {"SDTP (trained)": None, "random": random_scorer(0), "recency": recency_scorer, "hidden norm": norm_scorer}
@@ -59,21 +61,24 @@ def main() -> None:
     ]
     for name, r in results.items():
         table.append(f"| {name} | {r.nll:.3f} | {r.delta_nll_pct:+.2f}% | {r.top1:.3f} | {r.kl:.4f} |")
+    table.insert(0, f"Model: {MODELS[args.model].upstream}.\n")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     table += ["", f"Measured {stamp} with `python recipes/eval_quality.py --windows {args.windows} --prefix {args.prefix} --continuation {args.continuation}`."]
     markdown = "\n".join(table)
     print(markdown)
     print(json.dumps({k: v.as_dict() for k, v in results.items()}, indent=1))
     if args.write_card:
-        bench = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+        name = "benchmarks.md" if args.model == SMOLLM2_135M.name else f"benchmarks-{args.model}.md"
+        bench = Path(__file__).resolve().parents[1] / "docs" / name
         speed = bench.read_text().split("\n", 2)[2].split("\n\nReading:")[0] if bench.is_file() else "Run `python recipes/bench_prefill.py`."
         card_results = markdown + "\n\n" + LIMITS + "\n\n### Prefill speed (2-core CPU)\n\n" + speed.replace("# ", "#### ")
         write_model_card(
             args.adapter,
             sdtp.sdtp_config,
             card_results,
-            "`python recipes/train.py` (about 25 minutes on 2 CPU cores), then "
-            "`python recipes/eval_quality.py --write-card` and `python recipes/bench_prefill.py`.",
+            f"`python recipes/train.py --model {args.model}` (see docs/training.md for the settings used), then "
+            f"`python recipes/eval_quality.py --model {args.model} --write-card` and "
+            f"`python recipes/bench_prefill.py --model {args.model}`.",
         )
         (Path(args.adapter) / "eval_results.json").write_text(json.dumps({k: v.as_dict() for k, v in results.items()}, indent=1) + "\n")
 

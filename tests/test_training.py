@@ -199,3 +199,21 @@ def test_token_marking_and_saliency_warm_start():
     assert all(torch.equal(v, base_before[k]) for k, v in model.base_model.state_dict().items())
     with pytest.raises(ValueError, match="epochs=0"):
         fit_to_saliency(model, marked, epochs=0)
+
+
+def test_simulated_mask_keeps_the_layers_own_sliding_window():
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG))
+    n, window = 30, 8
+    sim = MaskSimulation(model.schedule, model.pruners, n, 1.0)
+    hidden = torch.randn(1, n, 64)
+    sim.on_stage(2, hidden)
+    i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    sliding = ((j <= i) & (i - j < window))[None, None]
+    bias = sim.attention_bias(hidden, sliding)[0, 0]
+    plain = sim.attention_bias(hidden, None)[0, 0]
+    kept = sim.records[-1].kept[0]
+    outside = (j < i - window + 1) & (j <= i)
+    assert bool((bias[outside] < -1e30).all()) and not bool((plain[outside & kept[None, :]] < -1e30).any())
+    inside = sliding[0, 0] & kept[None, :]
+    assert torch.equal(bias[inside], plain[inside])
+    assert bool((torch.diagonal(bias) == 0).all())
