@@ -110,7 +110,7 @@ def main() -> None:
         }
         rows.append(row)
         print(json.dumps(row))
-    write_report(rows, args, sdtp)
+        write_report(rows, args, sdtp)  # after every length, so a long run that is cut short keeps its rows
 
 
 def table(rows: list[dict]) -> list[str]:

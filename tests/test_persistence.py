@@ -91,3 +91,42 @@ def test_unsupported_architecture_lists_supported():
     gpt2 = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=50))
     with pytest.raises(ValueError, match=r"model_type='gpt2' is not supported.*llama"):
         get_sdtp_model(gpt2)
+
+
+def test_push_to_hub_uploads_the_saved_adapter_folder(monkeypatch):
+    import huggingface_hub
+
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls["repo"] = (repo_id, private, exist_ok)
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            calls["files"] = sorted(os.listdir(folder_path))
+            calls["config"] = SDTPConfig.from_pretrained(folder_path)
+            return f"https://hub.example/{repo_id}/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG))
+    url = model.push_to_hub("me/tiny-sdtp", private=True, token="t")
+    assert url.endswith("me/tiny-sdtp/commit/1") and calls["repo"] == ("me/tiny-sdtp", True, True)
+    assert calls["files"] == ["adapter_config.json", WEIGHTS_NAME] and calls["config"].prune_layers == [2, 4, 6]
+
+
+def test_from_pretrained_resolves_a_hub_repo_id(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG)).save_pretrained(tmp_path / "snap")
+    seen = {}
+
+    def fake_snapshot(repo_id, revision=None, token=None, allow_patterns=None):
+        seen["repo"] = repo_id
+        return str(tmp_path / "snap")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot)
+    model = SDTPModel.from_pretrained(tiny_llama(), "me/tiny-sdtp")
+    assert seen["repo"] == "me/tiny-sdtp" and sorted(model.pruners) == ["2", "4", "6"]
