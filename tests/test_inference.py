@@ -254,3 +254,16 @@ def test_unsupported_attention_backend_fails_up_front():
     base.config._attn_implementation = "flash_attention_2"
     with pytest.raises(ValueError, match="attn_implementation='flash_attention_2'.*sdpa"):
         get_sdtp_model(base, SDTPConfig(**STAGES))
+
+
+def test_torch_compile_runs_the_same_pruning():
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**STAGES))
+    ids = random_ids(30)
+    with torch.no_grad():
+        ref = model(ids).logits
+        compiled = torch.compile(model, backend="eager")  # dynamo tracing without inductor codegen (CI time)
+        out = compiled(ids).logits  # graph breaks around the hooks: they run eagerly
+        assert model.last_pruning.kept_counts(8) == model.schedule.tokens_per_layer(30, 8)
+        compiled(random_ids(44))  # a new length recompiles, budgets follow it
+        assert model.last_pruning.kept_counts(8) == model.schedule.tokens_per_layer(44, 8)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
