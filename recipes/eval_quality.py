@@ -63,7 +63,7 @@ def main() -> None:
         table.append(f"| {name} | {r.nll:.3f} | {r.delta_nll_pct:+.2f}% | {r.top1:.3f} | {r.kl:.4f} |")
     table.insert(0, f"Model: {MODELS[args.model].upstream}.\n")
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    table += ["", f"Measured {stamp} with `python recipes/eval_quality.py --windows {args.windows} --prefix {args.prefix} --continuation {args.continuation}`."]
+    table += ["", f"Measured {stamp} with `python recipes/eval_quality.py --model {args.model} --windows {args.windows} --prefix {args.prefix} --continuation {args.continuation}`."]
     markdown = "\n".join(table)
     print(markdown)
     print(json.dumps({k: v.as_dict() for k, v in results.items()}, indent=1))
