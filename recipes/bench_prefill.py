@@ -25,6 +25,7 @@ from sdtp_adapter import SDTPModel
 from sdtp_adapter.architectures import model_dims
 from sdtp_adapter.cli import SHIPPED_ADAPTERS
 from sdtp_adapter.data.corpora import shakespeare_texts
+from sdtp_adapter.pruning.cache import kv_bytes
 from sdtp_adapter.schedule import flops_speedup_bound
 from sdtp_adapter.timing import interleaved, median
 from sdtp_adapter.zoo import MODELS, SMOLLM2_135M, load_model
@@ -35,10 +36,6 @@ CONFIGS = Path(__file__).resolve().parent / "configs"
 
 def cache_of(output):
     return getattr(output, "cache", None) or output.past_key_values
-
-
-def kv_bytes(cache) -> int:
-    return sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
 
 
 def main() -> None:

@@ -38,9 +38,14 @@ class SDTPCache(DynamicCache):
 
     def kv_bytes(self) -> int:
         """Bytes held by keys and values over all layers."""
-        total = 0
-        for layer in self.layers:
-            for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
-                if isinstance(t, torch.Tensor):
-                    total += t.numel() * t.element_size()
-        return total
+        return kv_bytes(self)
+
+
+def kv_bytes(cache) -> int:
+    """Bytes held by the keys and values of any layered transformers cache."""
+    total = 0
+    for layer in cache.layers:
+        for t in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+    return total
