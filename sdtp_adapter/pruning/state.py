@@ -103,7 +103,7 @@ class ForwardState:
         if self.cache is None or layer not in self.cache.layer_positions:
             return None
         new = torch.arange(self.past, self.past + self.length, device=device).expand(batch, -1)
-        return torch.cat([self.cache.layer_positions[layer].to(device), new], dim=1)
+        return torch.cat([self.cached_positions(layer, batch, device), new], dim=1)
 
 
 @dataclass
