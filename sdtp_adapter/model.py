@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from typing import Iterator
 
@@ -71,7 +72,17 @@ class SDTPModel(nn.Module):
 
     def score_tokens(self, layer: int, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Keep-minus-drop margin of stage ``layer``'s module: ``[B, n, d] -> [B, n]``."""
+        if str(layer) not in self.pruners:
+            raise ValueError(
+                f"layer {layer} has no trained pruning module; the adapter's stage layers are "
+                f"{list(self.schedule.layers)} (use a subset of them, or use_scorer() with a training-free scorer)"
+            )
         return keep_margin(self.pruners[str(layer)](hidden))
+
+    @property
+    def active_schedule(self):
+        """The ``StageSchedule`` the next pruned forward uses (``schedule`` unless ``use_schedule`` is active)."""
+        return self.controller.schedule
 
     @property
     def last_pruning(self) -> PruningRecord | None:
@@ -95,6 +106,30 @@ class SDTPModel(nn.Module):
             yield
         finally:
             self.controller.scorer = previous
+
+    @contextlib.contextmanager
+    def use_schedule(self, layers: tuple[int, ...] | None = None, keep_ratio: float | None = None) -> Iterator[None]:
+        """Prune with other stage ``layers`` and/or per-stage ``keep_ratio`` inside this block.
+
+        Sweeps and the 5-stage "SDTP-low" variant use this; with the trained modules the layers must be
+        a subset of the adapter's stages (a training-free scorer from ``use_scorer`` can use any layer).
+        """
+        num_layers = model_dims(self.base_model).num_layers
+        new = dataclasses.replace(
+            self.schedule,
+            layers=tuple(self.schedule.layers if layers is None else (int(x) for x in layers)),
+            keep_ratio=self.schedule.keep_ratio if keep_ratio is None else float(keep_ratio),
+        )
+        if not new.layers or list(new.layers) != sorted(set(new.layers)) or not 0 <= new.layers[0] <= new.layers[-1] < num_layers:
+            raise ValueError(f"layers={list(new.layers)} must be strictly increasing layer indices in [0, {num_layers})")
+        if not 0.0 < new.keep_ratio <= 1.0:
+            raise ValueError(f"keep_ratio={new.keep_ratio} must be in (0, 1]")
+        previous = self.controller.schedule
+        self.controller.set_schedule(new)
+        try:
+            yield
+        finally:
+            self.controller.set_schedule(previous)
 
     def unload(self) -> nn.Module:
         """Remove every hook and return the base model (its parameters stay frozen)."""

@@ -267,3 +267,26 @@ def test_torch_compile_runs_the_same_pruning():
         compiled(random_ids(44))  # a new length recompiles, budgets follow it
         assert model.last_pruning.kept_counts(8) == model.schedule.tokens_per_layer(44, 8)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_use_schedule_prunes_by_the_override_and_restores_the_adapter_schedule():
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**STAGES))
+    ids = random_ids(100)
+    with torch.no_grad(), model.use_schedule(layers=(3, 6), keep_ratio=0.5):
+        assert model.active_schedule.layers == (3, 6)
+        model(ids)
+        overridden = model.last_pruning.kept_counts(8)
+    assert overridden == [100, 100, 100, 50, 50, 50, 25, 25]
+    assert model.active_schedule == model.schedule
+    with torch.no_grad():
+        model(ids)
+    assert model.last_pruning.kept_counts(8) == model.schedule.tokens_per_layer(100, 8)
+
+
+def test_use_schedule_rejects_layers_without_trained_modules_and_bad_values():
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**STAGES))
+    with pytest.raises(ValueError, match="no trained pruning module"), torch.no_grad(), model.use_schedule(layers=(4,)):
+        model(random_ids(50))
+    for bad in (dict(layers=(5, 3)), dict(layers=(9,)), dict(keep_ratio=0.0), dict(keep_ratio=1.5)):
+        with pytest.raises(ValueError, match="layers=|keep_ratio="), model.use_schedule(**bad):
+            pass

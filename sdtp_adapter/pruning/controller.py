@@ -44,7 +44,7 @@ class PruningController:
     """Owns the hooks, the per-forward state and the record of the last pruned prefill."""
 
     def __init__(self, model: nn.Module, schedule: StageSchedule, scorer: Scorer, prune_later_chunks: bool = False):
-        self.schedule = schedule
+        self.set_schedule(schedule)
         self.prune_later_chunks = prune_later_chunks
         self.scorer = scorer
         self.enabled = True
@@ -52,8 +52,6 @@ class PruningController:
         self.last_record: PruningRecord | None = None
         self._state: ForwardState | None = None
         self._pending_exited: torch.Tensor | None = None
-        self._stage_index = {layer: s for s, layer in enumerate(schedule.layers)}
-        self._first_stage = schedule.layers[0]
         self._decoder = decoder_of(model)
         check_attention(self._decoder.config)
         self._norm = final_norm(model)
@@ -65,6 +63,12 @@ class PruningController:
         for idx, layer in enumerate(decoder_layers(model)):
             self._handles.append(layer.register_forward_pre_hook(self._layer_pre_hook(idx), with_kwargs=True))
             self._handles.append(layer.register_forward_hook(self._layer_post_hook(idx)))
+
+    def set_schedule(self, schedule: StageSchedule) -> None:
+        """Prune by ``schedule`` from the next forward on (stage layers and budgets)."""
+        self.schedule = schedule
+        self._stage_index = {layer: s for s, layer in enumerate(schedule.layers)}
+        self._first_stage = schedule.layers[0]
 
     def remove(self) -> None:
         for handle in self._handles:
