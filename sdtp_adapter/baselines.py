@@ -27,3 +27,12 @@ def norm_scorer(layer: int, hidden: torch.Tensor, positions: torch.Tensor) -> to
 
 
 SCORERS = {"random": random_scorer(), "recency": recency_scorer, "norm": norm_scorer}
+
+
+def scorers_for(model) -> dict:
+    """Every training-free scorer, named as in the benchmark tables, for ``model`` (a ``*ForCausalLM``)."""
+    return {
+        "random": random_scorer(),
+        "recency (StreamingLLM-like)": recency_scorer,
+        "hidden-state norm": norm_scorer,
+    }

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from .bench.methods import Method
 from .model import SDTPModel
 
 
@@ -28,6 +29,8 @@ class Fidelity:
         top1: share of positions where both models' argmax agree.
         kl: ``KL(base || pruned)`` in nats.
         windows: windows evaluated; tokens: continuation tokens per window.
+        kept_share: mean share of the prefix's tokens each layer processed (1.0 = unpruned), i.e. the
+            prefill budget; for a prompt compressor, the compressed length over the original.
     """
 
     base_nll: float
@@ -37,6 +40,7 @@ class Fidelity:
     kl: float
     windows: int
     tokens: int
+    kept_share: float = 1.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -67,28 +71,48 @@ def continuation_logprobs(model: SDTPModel, window: torch.Tensor, prefix: int, p
     return F.log_softmax(logits.float(), dim=-1)
 
 
-def compare_scorers(model: SDTPModel, windows: list[torch.Tensor], prefix: int, scorers: dict) -> dict[str, Fidelity]:
-    """Fidelity of several scorers on the same schedule; the unpruned reference is computed once per window.
+def compressed_window(method: Method, tokenizer, window: torch.Tensor, prefix: int) -> tuple[torch.Tensor, int]:
+    """``window`` with its prefix replaced by ``method.compress`` of the prefix text; returns it and the new prefix length."""
+    text = tokenizer.decode(window[0, :prefix].tolist())
+    short = tokenizer(method.compress(text, ""), add_special_tokens=False)["input_ids"]
+    return torch.cat([torch.tensor([short], dtype=window.dtype), window[:, prefix:]], dim=1), len(short)
+
+
+def compare_methods(
+    model: SDTPModel, windows: list[torch.Tensor], prefix: int, methods: list[Method], tokenizer=None
+) -> dict[str, Fidelity]:
+    """Fidelity of several methods against the unpruned model; the reference is computed once per window.
 
     Args:
         windows: ``[1, prefix + C]`` token windows.
-        scorers: ``{name: scorer}``; ``None`` means the trained pruning modules.
+        methods: pruned variants (a method with ``prune=False`` and no compressor is the reference
+            itself and is skipped); prompt compressors need ``tokenizer`` to go through text.
     """
-    sums = {name: [0.0, 0.0, 0, 0.0] for name in scorers}  # base nll, nll, agree, kl
+    methods = [m for m in methods if m.prune or m.compress is not None]
+    if any(m.compress is not None for m in methods) and tokenizer is None:
+        raise ValueError("tokenizer=None: prompt-compression methods need the tokenizer")
+    num_layers = model.config.num_hidden_layers
+    sums = {m.name: [0.0, 0.0, 0, 0.0, 0.0] for m in methods}  # base nll, nll, agree, kl, kept share
     count = 0
     for window in windows:
         targets = window[0, prefix:, None]
         ref = continuation_logprobs(model, window, prefix, prune=False)
         ref_nll = float(-ref.gather(1, targets).sum())
-        for name, scorer in scorers.items():
-            guard = model.use_scorer(scorer) if scorer is not None else contextlib.nullcontext()
-            with guard:
-                got = continuation_logprobs(model, window, prefix, prune=True)
-            acc = sums[name]
+        for method in methods:
+            with method.activate(model):
+                if method.compress is not None:
+                    short, kept = compressed_window(method, tokenizer, window, prefix)
+                    got = continuation_logprobs(model, short, kept, prune=False)
+                    share = kept / prefix
+                else:
+                    got = continuation_logprobs(model, window, prefix, prune=True)
+                    share = sum(model.active_schedule.tokens_per_layer(prefix, num_layers)) / (prefix * num_layers)
+            acc = sums[method.name]
             acc[0] += ref_nll
             acc[1] += float(-got.gather(1, targets).sum())
             acc[2] += int((ref.argmax(-1) == got.argmax(-1)).sum())
             acc[3] += float((ref.exp() * (ref - got)).sum())
+            acc[4] += share * targets.shape[0]
         count += targets.shape[0]
     return {
         name: Fidelity(
@@ -99,9 +123,15 @@ def compare_scorers(model: SDTPModel, windows: list[torch.Tensor], prefix: int, 
             kl=k / count,
             windows=len(windows),
             tokens=count // max(1, len(windows)),
+            kept_share=s / count,
         )
-        for name, (b, n, a, k) in sums.items()
+        for name, (b, n, a, k, s) in sums.items()
     }
+
+
+def compare_scorers(model: SDTPModel, windows: list[torch.Tensor], prefix: int, scorers: dict) -> dict[str, Fidelity]:
+    """``compare_methods`` for ``{name: scorer}`` on the adapter's schedule (``None`` = the trained modules)."""
+    return compare_methods(model, windows, prefix, [Method(name, scorer=scorer) for name, scorer in scorers.items()])
 
 
 def continuation_fidelity(model: SDTPModel, windows: list[torch.Tensor], prefix: int, scorer=None) -> Fidelity:
