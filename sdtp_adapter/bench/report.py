@@ -17,7 +17,7 @@ SECTIONS: list[tuple[str, str]] = [
     ("speed-smollm2-135m-instruct", "speed"),
     ("speed-gemma3-270m", "speed"),
     ("compare", "compare"),
-    ("tasks", "compare"),
+    ("tasks", "longcontext"),
     ("kvpress", "peers.kvpress"),
     ("sweep", "sweep"),
     ("observations", "observations"),
