@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import random
+import statistics
+import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 
 from .bench.methods import Method
 from .model import SDTPModel
+from .pruning.cache import kv_bytes
 
 
 @dataclass
@@ -31,6 +34,9 @@ class Fidelity:
         windows: windows evaluated; tokens: continuation tokens per window.
         kept_share: mean share of the prefix's tokens each layer processed (1.0 = unpruned), i.e. the
             prefill budget; for a prompt compressor, the compressed length over the original.
+        prefill_s, base_prefill_s: median prefix-prefill seconds with the method (compression
+            included) and unpruned, measured alternately window by window.
+        kv_mib, base_kv_mib: mean KV-cache MiB right after the prefix prefill.
     """
 
     base_nll: float
@@ -41,6 +47,10 @@ class Fidelity:
     windows: int
     tokens: int
     kept_share: float = 1.0
+    prefill_s: float = 0.0
+    base_prefill_s: float = 0.0
+    kv_mib: float = 0.0
+    base_kv_mib: float = 0.0
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -61,11 +71,21 @@ def text_windows(tokenizer, texts: list[str], count: int, length: int, seed: int
     return out
 
 
-def continuation_logprobs(model: SDTPModel, window: torch.Tensor, prefix: int, prune: bool) -> torch.Tensor:
-    """``[C, V]`` log-probabilities for the tokens after the first ``prefix`` tokens of ``window``."""
+def continuation_logprobs(
+    model: SDTPModel, window: torch.Tensor, prefix: int, prune: bool, stats: dict | None = None
+) -> torch.Tensor:
+    """``[C, V]`` log-probabilities for the tokens after the first ``prefix`` tokens of ``window``.
+
+    ``stats``, when given, receives ``prefill_s`` (wall-clock seconds of the prefix prefill) and
+    ``kv_bytes`` (cache size right after it).
+    """
     guard = contextlib.nullcontext() if prune else model.disable_pruning()
     with torch.inference_mode(), guard:
+        start = time.perf_counter()
         first = model(window[:, :prefix], use_cache=True, logits_to_keep=1)
+        if stats is not None:
+            stats["prefill_s"] = time.perf_counter() - start
+            stats["kv_bytes"] = kv_bytes(first.cache)
         rest = model(window[:, prefix:-1], cache=first.cache, use_cache=True)
     logits = torch.cat([first.logits[:, -1:], rest.logits], dim=1)[0]
     return F.log_softmax(logits.float(), dim=-1)
@@ -83,6 +103,9 @@ def compare_methods(
 ) -> dict[str, Fidelity]:
     """Fidelity of several methods against the unpruned model; the reference is computed once per window.
 
+    The unpruned prefill and every method's run alternate window by window, so their prefill timings
+    share the machine's noise (a compressor's time includes its compression pass).
+
     Args:
         windows: ``[1, prefix + C]`` token windows.
         methods: pruned variants (a method with ``prune=False`` and no compressor is the reference
@@ -92,20 +115,28 @@ def compare_methods(
     if any(m.compress is not None for m in methods) and tokenizer is None:
         raise ValueError("tokenizer=None: prompt-compression methods need the tokenizer")
     num_layers = model.config.num_hidden_layers
-    sums = {m.name: [0.0, 0.0, 0, 0.0, 0.0] for m in methods}  # base nll, nll, agree, kl, kept share
-    count = 0
+    sums = {m.name: [0.0, 0.0, 0, 0.0, 0.0, 0.0] for m in methods}  # base nll, nll, agree, kl, kept share, kv
+    times: dict[str, list[float]] = {m.name: [] for m in methods}
+    base_times, base_kv, count = [], 0.0, 0
     for window in windows:
         targets = window[0, prefix:, None]
-        ref = continuation_logprobs(model, window, prefix, prune=False)
+        ref_stats: dict = {}
+        ref = continuation_logprobs(model, window, prefix, prune=False, stats=ref_stats)
+        base_times.append(ref_stats["prefill_s"])
+        base_kv += ref_stats["kv_bytes"]
         ref_nll = float(-ref.gather(1, targets).sum())
         for method in methods:
+            stats: dict = {}
             with method.activate(model):
                 if method.compress is not None:
+                    start = time.perf_counter()
                     short, kept = compressed_window(method, tokenizer, window, prefix)
-                    got = continuation_logprobs(model, short, kept, prune=False)
+                    compress_s = time.perf_counter() - start
+                    got = continuation_logprobs(model, short, kept, prune=False, stats=stats)
+                    stats["prefill_s"] += compress_s
                     share = kept / prefix
                 else:
-                    got = continuation_logprobs(model, window, prefix, prune=True)
+                    got = continuation_logprobs(model, window, prefix, prune=True, stats=stats)
                     share = sum(model.active_schedule.tokens_per_layer(prefix, num_layers)) / (prefix * num_layers)
             acc = sums[method.name]
             acc[0] += ref_nll
@@ -113,6 +144,8 @@ def compare_methods(
             acc[2] += int((ref.argmax(-1) == got.argmax(-1)).sum())
             acc[3] += float((ref.exp() * (ref - got)).sum())
             acc[4] += share * targets.shape[0]
+            acc[5] += stats["kv_bytes"]
+            times[method.name].append(stats["prefill_s"])
         count += targets.shape[0]
     return {
         name: Fidelity(
@@ -124,8 +157,12 @@ def compare_methods(
             windows=len(windows),
             tokens=count // max(1, len(windows)),
             kept_share=s / count,
+            prefill_s=statistics.median(times[name]),
+            base_prefill_s=statistics.median(base_times),
+            kv_mib=kv / len(windows) / 2**20,
+            base_kv_mib=base_kv / len(windows) / 2**20,
         )
-        for name, (b, n, a, k, s) in sums.items()
+        for name, (b, n, a, k, s, kv) in sums.items()
     }
 
 
