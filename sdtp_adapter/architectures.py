@@ -7,8 +7,10 @@ the library asks this module instead of testing model types.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .schedule import ModelDims
@@ -22,11 +24,19 @@ class Architecture:
         decoder: attribute path from the causal-LM model to the decoder stack (e.g. ``"model"``).
         layers: attribute of the decoder holding the ``nn.ModuleList`` of decoder layers.
         final_norm: attribute of the decoder holding the norm applied before the LM head.
+        fused_qkv: attribute of the attention module holding one fused q|k|v projection (Phi-3);
+            ``None`` = separate ``q_proj`` / ``k_proj``.
+        qk_norm: the attention normalises each head of q and k (``q_norm`` / ``k_norm``) before RoPE.
+        rope_per_layer_type: the decoder's ``rotary_emb`` takes the layer type (``sliding_attention``
+            or ``full_attention``) as a third argument, with different frequencies per type.
     """
 
     decoder: str = "model"
     layers: str = "layers"
     final_norm: str = "norm"
+    fused_qkv: str | None = None
+    qk_norm: bool = False
+    rope_per_layer_type: bool = False
 
 
 # Families whose decoder layers take (hidden_states, attention_mask=, position_embeddings=,
@@ -35,9 +45,10 @@ ARCHITECTURES: dict[str, Architecture] = {
     "llama": Architecture(),
     "mistral": Architecture(),
     "qwen2": Architecture(),
-    "qwen3": Architecture(),
-    "phi3": Architecture(),
-    "gemma3_text": Architecture(),  # interleaved sliding/global layers, RoPE per layer type: handled generically
+    "qwen3": Architecture(qk_norm=True),
+    "phi3": Architecture(fused_qkv="qkv_proj"),
+    # interleaved sliding/global layers, RoPE per layer type: the pruning hooks handle it generically
+    "gemma3_text": Architecture(qk_norm=True, rope_per_layer_type=True),
 }
 
 
@@ -93,3 +104,49 @@ def model_dims(model: nn.Module) -> ModelDims:
         num_layers=cfg.num_hidden_layers,
         vocab_size=cfg.vocab_size,
     )
+
+
+def rotated_query_key(model: nn.Module, layer: int, hidden: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer ``layer``'s RoPE-rotated queries and keys for the hidden states entering that layer.
+
+    Runs the layer's own modules (input norm, q/k projections, per-head q/k norms where the family
+    has them) and the family's own ``apply_rotary_pos_emb``, with each token at its real position,
+    so tokens gathered after pruning are rotated exactly as in the full forward.
+
+    Args:
+        hidden: ``[B, n, d]`` residual stream entering the layer.
+        positions: ``[B, n]`` original positions; negative values (padding) are rotated as position 0.
+
+    Returns:
+        ``q [B, H, n, head_dim]`` and ``k [B, KV, n, head_dim]``, in the model's dtype.
+    """
+    arch = architecture_of(model)
+    block = decoder_layers(model)[layer]
+    attn = block.self_attn
+    head_dim = attn.head_dim
+    x = block.input_layernorm(hidden)
+    if arch.fused_qkv is not None:
+        qkv = getattr(attn, arch.fused_qkv)(x)
+        q_width = model_dims(model).num_attention_heads * head_dim
+        q, k = qkv[..., :q_width], qkv[..., q_width : q_width + model_dims(model).num_key_value_heads * head_dim]
+    else:
+        q, k = attn.q_proj(x), attn.k_proj(x)
+    q = q.view(*x.shape[:-1], -1, head_dim)  # [B, n, H, hd]
+    k = k.view(*x.shape[:-1], -1, head_dim)
+    if arch.qk_norm:
+        q, k = attn.q_norm(q), attn.k_norm(k)  # per-head RMSNorm over the last dimension
+    position_ids = positions.clamp(min=0)
+    rotary = decoder_of(model).rotary_emb
+    if arch.rope_per_layer_type:
+        cos, sin = rotary(x, position_ids, model.config.get_text_config(decoder=True).layer_types[layer])
+    else:
+        cos, sin = rotary(x, position_ids)
+    # the family's own helper (partial rotary for Phi-3 included)
+    apply_rotary = sys.modules[type(attn).__module__].apply_rotary_pos_emb
+    return apply_rotary(q.transpose(1, 2), k.transpose(1, 2), cos, sin)
+
+
+def attention_scaling(model: nn.Module, layer: int) -> float:
+    """The factor layer ``layer`` multiplies ``q . k`` by before the softmax (``head_dim ** -0.5``, or
+    ``query_pre_attn_scalar ** -0.5`` for Gemma 3): read from the attention module itself."""
+    return float(decoder_layers(model)[layer].self_attn.scaling)

@@ -4,6 +4,9 @@ trained adapter must beat. Each maps ``(layer, hidden [B, n, d], positions [B, n
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+from .architectures import attention_scaling, decoder_layers, rotated_query_key
 
 
 def random_scorer(seed: int = 0):
@@ -26,6 +29,40 @@ def norm_scorer(layer: int, hidden: torch.Tensor, positions: torch.Tensor) -> to
     return hidden.float().norm(dim=-1)
 
 
+def last_query_attention_scorer(model: nn.Module):
+    """LazyLLM-like: the attention each token receives from the last prompt token at the stage layer.
+
+    Computed with layer ``L``'s own attention on the hidden states entering it (input norm -> q/k
+    projections (+ per-head q/k norms) -> RoPE at the real positions -> ``softmax(q_last . k * scale)``),
+    averaged over the query heads; grouped key/value heads are shared by their query heads as in the
+    model. Padding slots (position ``-1``) receive no attention and score 0.
+
+    The row is the full-attention one even on a sliding-window layer: there the real row is zero
+    outside the window, which would make this scorer a recency rule.
+
+    Args:
+        model: the ``*ForCausalLM`` the adapter is attached to (``SDTPModel.base_model``).
+
+    Returns:
+        a scorer ``(layer, hidden [B, n, d], positions [B, n]) -> [B, n]`` (float32, rows sum to 1).
+    """
+    num_layers = len(decoder_layers(model))
+
+    def score(layer: int, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if not 0 <= layer < num_layers:
+            raise ValueError(f"layer={layer} is invalid; allowed: 0..{num_layers - 1}")
+        q, k = rotated_query_key(model, layer, hidden, positions)  # [B, H, n, hd], [B, KV, n, hd]
+        # the last query is the real token with the largest position (the last slot in practice)
+        last = positions.argmax(dim=1)
+        q_last = q[torch.arange(q.shape[0], device=q.device), :, last]  # [B, H, hd]
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)  # GQA: query head h reads kv head h // groups
+        logits = torch.einsum("bhd,bhnd->bhn", q_last.float(), k.float()) * attention_scaling(model, layer)
+        logits = logits.masked_fill((positions < 0)[:, None, :], float("-inf"))
+        return logits.softmax(dim=-1).mean(dim=1)
+
+    return score
+
+
 SCORERS = {"random": random_scorer(), "recency": recency_scorer, "norm": norm_scorer}
 
 
@@ -35,4 +72,5 @@ def scorers_for(model) -> dict:
         "random": random_scorer(),
         "recency (StreamingLLM-like)": recency_scorer,
         "hidden-state norm": norm_scorer,
+        "last-query attention (LazyLLM-like)": last_query_attention_scorer(model),
     }
