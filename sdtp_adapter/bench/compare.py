@@ -1,13 +1,174 @@
-"""PLACEHOLDER while the section is being written (replaced before release)."""
+"""SDTP against training-free baselines and real peers at the same budget, in one table (``sdtp bench compare``).
+
+Rows: the trained adapter, its 5-stage "SDTP-low" variant, the training-free scorers on the same
+schedule (random, recency, hidden norm, last-query attention), LLMLingua compressing the prompt to the
+same prefill compute, and kvpress presses removing the same share of the KV cache (run in their own
+environment). Columns: prefill compute share and measured prefill speedup, continuation fidelity on
+held-out prose, accuracy on the synthetic long-context suite, and KV-cache size.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ..architectures import model_dims
+from ..evaluation import compare_methods
+from . import longcontext
+from .common import add_model_arguments, heldout_windows, load_sdtp
+from .meta import run_meta, write_results
+from .methods import Method, standard_methods
+from .plotting import pyplot, save_figure
+
+# the issue's acceptance targets for the default SmolLM2 schedule
+TARGET_DNLL_PCT = 2.0
+TARGET_TOP1 = 0.95
+TRAINED = "SDTP (trained)"
 
 
-def add_arguments(parser) -> None:
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument("--windows", type=int, default=12, help="held-out prose windows for fidelity")
+    parser.add_argument("--prefix", type=int, default=2048)
+    parser.add_argument("--continuation", type=int, default=128)
+    parser.add_argument("--no-tasks", action="store_true", help="skip the synthetic long-context suite")
+    parser.add_argument("--no-llmlingua", action="store_true", help="skip LLMLingua (needs `pip install '.[peers]'`)")
+    parser.add_argument("--no-kvpress", action="store_true", help="skip kvpress (runs in its own environment)")
+    longcontext.add_suite_arguments(parser)
 
 
-def run(args):
-    raise NotImplementedError("section under construction")
+def kept_share(sdtp, length: int) -> float:
+    """Mean share of a ``length``-token prompt each layer processes under the adapter's schedule."""
+    layers = model_dims(sdtp.base_model).num_layers
+    return sum(sdtp.schedule.tokens_per_layer(length, layers)) / (length * layers)
 
 
-def render(data) -> list[str]:
-    return []
+def peer_methods(sdtp, tokenizer, share: float, args) -> list[Method]:
+    if args.no_llmlingua:
+        return []
+    from .peers.llmlingua import llmlingua_method
+
+    return [llmlingua_method(sdtp.base_model, tokenizer, rate=share)]
+
+
+def run(args: argparse.Namespace) -> dict:
+    sdtp, tokenizer = load_sdtp(args.model, args.adapter)
+    share = kept_share(sdtp, args.prefix)
+    methods = standard_methods(sdtp) + peer_methods(sdtp, tokenizer, share, args)
+    windows = heldout_windows(tokenizer, args.windows, args.prefix + args.continuation)
+    print(f"fidelity: {len(windows)} windows x {len(methods)} methods (SDTP kept share {share:.3f})", flush=True)
+    fidelity = compare_methods(sdtp, windows, args.prefix, methods, tokenizer)
+    rows = []
+    for method in methods:
+        f = fidelity.get(method.name)
+        row = {"method": method.name, "kind": "compressor" if method.compress else ("base" if not method.prune else "pruning")}
+        if f is not None:
+            row |= {
+                "kept_share": f.kept_share, "prefill_speedup": f.base_prefill_s / f.prefill_s,
+                "delta_nll_pct": f.delta_nll_pct, "top1": f.top1, "kl": f.kl, "kv_mib": f.kv_mib,
+            }
+        else:
+            any_f = next(iter(fidelity.values()))
+            row |= {"kept_share": 1.0, "prefill_speedup": 1.0, "delta_nll_pct": 0.0, "top1": 1.0, "kl": 0.0, "kv_mib": any_f.base_kv_mib}
+        rows.append(row)
+    base_nll = next(iter(fidelity.values())).base_nll
+    tasks = None
+    if not args.no_tasks:
+        samples = longcontext.suite_from_args(tokenizer, args)
+        print(f"tasks: {len(samples)} samples x {len(methods)} methods", flush=True)
+        tasks = longcontext.evaluate_tasks(sdtp, tokenizer, samples, methods)
+        for row in rows:
+            row["tasks"] = tasks["accuracy"][row["method"]]
+    if not args.no_kvpress:
+        from .peers import kvpress
+
+        for row in kvpress.compare_rows(args, windows, 1 - kvpress_kv_share(sdtp, args.prefix)):
+            rows.append(row | {"kind": "kv-cache press"})
+    results = {
+        "model": args.model, "prefix": args.prefix, "continuation": args.continuation, "windows": args.windows,
+        "base_nll": base_nll, "sdtp_kept_share": share, "rows": rows,
+        "tasks": None if tasks is None else {k: v for k, v in tasks.items() if k != "accuracy"},
+        "verdict": verdict(rows),
+    }
+    data = {"meta": run_meta(args.command_line), "results": results}
+    write_results("compare", data["meta"], results)
+    plot(data)
+    return data
+
+
+def kvpress_kv_share(sdtp, length: int) -> float:
+    """Share of the unpruned KV cache SDTP keeps at ``length`` (what kvpress is asked to match)."""
+    return kept_share(sdtp, length)
+
+
+def verdict(rows: list[dict]) -> dict:
+    """The acceptance targets, checked on the measured rows (not asserted: reported)."""
+    by_name = {r["method"]: r for r in rows}
+    sdtp = by_name.get(TRAINED)
+    if sdtp is None:
+        return {}
+    rivals = [r for r in rows if r["kind"] in ("pruning", "compressor") and not r["method"].startswith("SDTP")]
+    return {
+        "dnll_within_target": sdtp["delta_nll_pct"] <= TARGET_DNLL_PCT,
+        "top1_within_target": sdtp["top1"] >= TARGET_TOP1,
+        "beats_on_dnll": {r["method"]: sdtp["delta_nll_pct"] < r["delta_nll_pct"] for r in rivals},
+        "beats_on_tasks": {
+            r["method"]: sdtp["tasks"]["overall"] > r["tasks"]["overall"] for r in rivals if "tasks" in r and "tasks" in sdtp
+        },
+    }
+
+
+def plot(data: dict) -> None:
+    plt = pyplot()
+    rows = [r for r in data["results"]["rows"] if r["kind"] in ("pruning", "compressor")]
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for r in rows:
+        ax.scatter(r["prefill_speedup"], r["delta_nll_pct"], marker="*" if r["method"].startswith("SDTP") else "o", s=80)
+        ax.annotate(r["method"], (r["prefill_speedup"], r["delta_nll_pct"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ax.axhline(TARGET_DNLL_PCT, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel(f"measured prefill speedup at {data['results']['prefix']} tokens (compression included)")
+    ax.set_ylabel("continuation dNLL (%)")
+    ax.set_title("Same budget: quality vs prefill speed")
+    ax.grid(alpha=0.3)
+    save_figure(fig, "compare-quality-speed.png")
+
+
+def render(data: dict) -> list[str]:
+    res = data["results"]
+    task_names = sorted(next((r["tasks"]["per_task"] for r in res["rows"] if "tasks" in r), {}))
+    lines = [
+        "## SDTP vs baselines and peers at the same budget",
+        "",
+        f"{res['model']}, shipped adapter. Fidelity: {res['windows']} held-out windows, {res['prefix']}-token prefix "
+        f"prefilled by each method, next {res['continuation']} tokens fed on top (unpruned NLL {res['base_nll']:.3f}). "
+        f"Pruning rows share the adapter's schedule (SDTP-low: every other stage) and differ only in the scorer; "
+        f"LLMLingua compresses the prompt to the SDTP kept share ({res['sdtp_kept_share']:.2f} of the tokens per layer) "
+        "with the same SmolLM2 as its scoring model (its scoring pass is included in its prefill time); kvpress presses "
+        "prefill in full, then drop the same share of the KV cache. Speedups are measured at the prefix length, "
+        "alternating with the unpruned prefill window by window.",
+        "",
+        "| method | kind | kept share | prefill speedup | dNLL | top-1 | KL | KV MiB | "
+        + " | ".join(task_names) + (" | tasks mean |" if task_names else ""),
+        "|---" * (8 + len(task_names) + (1 if task_names else 0)) + "|",
+    ]
+    for r in res["rows"]:
+        cells = [r["method"], r["kind"], f"{r['kept_share']:.2f}", f"{r.get('prefill_speedup', float('nan')):.2f}x",
+                 f"{r['delta_nll_pct']:+.2f}%", f"{r['top1']:.3f}", f"{r['kl']:.3f}", f"{r['kv_mib']:.1f}"]
+        if task_names:
+            per = r.get("tasks", {}).get("per_task", {})
+            cells += [f"{per[t]:.2f}" if t in per else "-" for t in task_names]
+            cells.append(f"{r['tasks']['overall']:.2f}" if "tasks" in r else "-")
+        if r["method"] == TRAINED:
+            cells = [f"**{c}**" for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    v = res.get("verdict") or {}
+    if v:
+        lost = [name for name, won in v["beats_on_dnll"].items() if not won]
+        lines += [
+            "",
+            f"Targets (SmolLM2, default schedule): dNLL within +{TARGET_DNLL_PCT:g}%: "
+            f"{'met' if v['dnll_within_target'] else 'not met'}; top-1 >= {TARGET_TOP1}: "
+            f"{'met' if v['top1_within_target'] else 'not met'}; better dNLL than every baseline and peer: "
+            + ("met" if not lost else f"not met (worse than {', '.join(lost)})") + ".",
+        ]
+    lines += ["", "![quality vs speed](benchmarks/compare-quality-speed.png)"]
+    return lines
