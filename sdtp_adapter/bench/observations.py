@@ -1,13 +1,457 @@
-"""PLACEHOLDER while the section is being written (replaced before release)."""
+"""``sdtp bench observations``: the paper's two saliency observations, measured on our model.
+
+SDTP motivates hierarchical pruning with two properties of gradient saliency (grad x input of the
+target log-likelihood at each layer's input, summed over the hidden dim, one score per token):
+
+1. *sparsity grows with depth*: the share of tokens whose saliency exceeds 10% of the layer's
+   maximum falls as layers get deeper;
+2. *transitivity*: tokens that are unimportant at an earlier layer stay unimportant later, so a
+   token pruned at stage s would not have been needed at stage t > s.
+
+Every metric is computed over a stage's *candidates* (tokens the adapter may prune: not the first
+``protected_first`` sinks, not the recent window), as the project's training normalises saliency
+(``normalize_saliency``); the sinks carry saliency orders of magnitude above the rest and would set
+every layer's maximum otherwise. The share above 10% over all tokens is reported as well.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..architectures import decoder_layers
+from ..schedule import StageSchedule
+from ..training.saliency import token_saliency
+from .meta import RESULTS_DIR, run_meta, write_results
+from .plotting import pyplot, save_figure
+
+SECTION = "observations"
+IMPORTANT_FRACTION = 0.1  # the paper's "important": saliency above 10% of the layer's maximum
+TOP_SHARE = 0.1  # saliency mass held by the top 10% of tokens
+LOW_SHARE = 0.5  # "unimportant" for transitivity: the bottom half by rank (random overlap = 0.5)
+CHAT_KINDS = ("passkey", "kv", "needle")
+PLOTS = {
+    "sparsity": "observations-sparsity.png",
+    "transitivity": "observations-transitivity.png",
+    "tokens": "observations-tokens.png",
+}
+# sample groups, in table order; the first is the one the verdicts and the transitivity plot use
+TEXT_TAIL, TEXT_FULL, CHAT = "text, tail target", "text, full-window target", "retrieval chat, answer target"
 
 
-def add_arguments(parser) -> None:
-    pass
+# --------------------------------------------------------------------------- saliency
+def layer_saliency(model: nn.Module, input_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """Saliency at the input of every decoder layer, from one forward and one backward pass.
+
+    Args:
+        input_ids: ``[1, N]``.
+        target_mask: ``[1, N]`` bool, the tokens whose log-likelihood is differentiated.
+    Returns:
+        ``[L, N]`` float32 raw saliency, row ``l`` at the input of layer ``l``.
+    """
+    if input_ids.dim() != 2 or input_ids.shape[0] != 1:
+        raise ValueError(f"input_ids has shape {tuple(input_ids.shape)}; expected [1, N]")
+    layers = list(range(len(decoder_layers(model))))
+    saliency = token_saliency(model, input_ids, target_mask, layers)
+    return torch.stack([saliency[layer][0] for layer in layers])
 
 
-def run(args):
-    raise NotImplementedError("section under construction")
+# --------------------------------------------------------------------------- per-layer metrics
+def important_share(saliency: torch.Tensor, fraction: float = IMPORTANT_FRACTION) -> torch.Tensor:
+    """Share of tokens whose saliency exceeds ``fraction`` of their layer's maximum.
+
+    Args:
+        saliency: ``[L, n]`` non-negative.
+    Returns:
+        ``[L]``.
+    """
+    top = saliency.amax(dim=-1, keepdim=True)
+    return (saliency > fraction * top).float().mean(dim=-1)
 
 
-def render(data) -> list[str]:
-    return []
+def top_mass_share(saliency: torch.Tensor, share: float = TOP_SHARE) -> torch.Tensor:
+    """Share of each layer's total saliency held by its ``ceil(share * n)`` most salient tokens.
+
+    Args:
+        saliency: ``[L, n]`` non-negative.
+    Returns:
+        ``[L]`` (0 for a layer whose saliency is all zero).
+    """
+    k = max(1, math.ceil(share * saliency.shape[-1] - 1e-9))
+    total = saliency.sum(dim=-1)
+    return saliency.topk(k, dim=-1).values.sum(dim=-1) / total.clamp_min(1e-30)
+
+
+# --------------------------------------------------------------------------- layer-pair metrics
+def average_ranks(values: torch.Tensor) -> torch.Tensor:
+    """0-based ranks along the last dim, ties sharing their mean rank (as Spearman's rho needs).
+
+    Args:
+        values: ``[L, n]``.
+    Returns:
+        ``[L, n]`` float64.
+    """
+    sorted_values, order = values.sort(dim=-1, stable=True)
+    ranks = torch.empty(values.shape, dtype=torch.float64)
+    for row in range(values.shape[0]):
+        _, counts = torch.unique_consecutive(sorted_values[row], return_counts=True)
+        ends = counts.cumsum(0).double()
+        mean_rank = ends - (counts.double() + 1) / 2  # mean of the 0-based positions start .. end - 1
+        ranks[row, order[row]] = mean_rank.repeat_interleave(counts)
+    return ranks
+
+
+def spearman_matrix(saliency: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of token saliency between every pair of layers.
+
+    Args:
+        saliency: ``[L, n]``.
+    Returns:
+        ``[L, L]`` float64; a layer with constant saliency has no defined correlation (NaN).
+    """
+    ranks = average_ranks(saliency)
+    centred = ranks - ranks.mean(dim=-1, keepdim=True)
+    norms = centred.norm(dim=-1)
+    return (centred @ centred.T) / (norms[:, None] * norms[None, :])
+
+
+def low_mask(saliency: torch.Tensor, share: float = LOW_SHARE) -> torch.Tensor:
+    """The ``floor(share * n)`` least salient tokens of each layer (ties: the earlier position is lower).
+
+    Args:
+        saliency: ``[L, n]``.
+    Returns:
+        ``[L, n]`` bool with the same number of True values in every row.
+    """
+    n = saliency.shape[-1]
+    order = saliency.argsort(dim=-1, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(n).expand_as(order))
+    return rank < int(share * n)
+
+
+def stays_low_matrix(saliency: torch.Tensor, share: float = LOW_SHARE) -> torch.Tensor:
+    """Entry ``[s, t]``: of the tokens in layer s's bottom ``share``, the share also in layer t's.
+
+    Both bottom sets have the same size, so the matrix is symmetric; a random ranking gives ``share``.
+
+    Args:
+        saliency: ``[L, n]``.
+    Returns:
+        ``[L, L]`` float64.
+    """
+    low = low_mask(saliency, share).double()
+    size = low.sum(dim=-1).clamp_min(1)
+    return (low @ low.T) / size[:, None]
+
+
+# --------------------------------------------------------------------------- one sample, many samples
+def sample_metrics(saliency: torch.Tensor, candidates: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every metric of one sequence.
+
+    Args:
+        saliency: ``[L, N]`` raw saliency.
+        candidates: ``[N]`` bool, the tokens a stage may prune.
+    Returns:
+        ``important_share``, ``important_share_all``, ``top_mass`` (``[L]`` each), ``spearman`` and
+        ``stays_low`` (``[L, L]`` each); all but ``important_share_all`` over the candidates only.
+    """
+    if int(candidates.sum()) < 2:
+        raise ValueError(f"candidates selects {int(candidates.sum())} tokens; the metrics need at least 2")
+    chosen = saliency[:, candidates]
+    return {
+        "important_share": important_share(chosen),
+        "important_share_all": important_share(saliency),
+        "top_mass": top_mass_share(chosen),
+        "spearman": spearman_matrix(chosen),
+        "stays_low": stays_low_matrix(chosen),
+    }
+
+
+def mean_metrics(per_sample: list[dict[str, torch.Tensor]]) -> dict:
+    """Mean of every metric over samples, as nested lists (JSON-ready, 5 decimals), plus the sample count."""
+    if not per_sample:
+        raise ValueError("per_sample is empty; at least one sample is needed")
+    out: dict = {"samples": len(per_sample)}
+    for key in per_sample[0]:
+        out[key] = torch.stack([m[key].double() for m in per_sample]).mean(dim=0).round(decimals=5).tolist()
+    return out
+
+
+def measure(
+    model: nn.Module, samples: dict[str, list[dict]], schedule: StageSchedule, example: list | None = None
+) -> dict[str, dict]:
+    """Saliency metrics of every group of samples under the full, unpruned ``model``.
+
+    Args:
+        samples: ``{group: [{"input_ids": [N], "target_mask": [N]}, ...]}``.
+        schedule: gives the protected tokens (sinks, recent window) left out of the metrics.
+        example: if a list, receives the ``[L, N]`` saliency of the first sample of the first group.
+    Returns:
+        ``{group: mean_metrics(...)}``.
+    """
+    from ..pruning.selection import protected_mask
+
+    out = {}
+    for group, rows in samples.items():
+        per_sample = []
+        for row in rows:
+            ids = torch.tensor([row["input_ids"]], device=model.device)
+            target = torch.tensor([row["target_mask"]], dtype=torch.bool, device=model.device)
+            saliency = layer_saliency(model, ids, target).cpu()
+            n = ids.shape[1]
+            candidates = ~protected_mask(torch.arange(n)[None], n, schedule)[0]
+            per_sample.append(sample_metrics(saliency, candidates))
+            if example is not None and not example:
+                example.append(saliency)
+        out[group] = mean_metrics(per_sample)
+    return out
+
+
+# --------------------------------------------------------------------------- verdicts
+def sparsity_verdict(shares: list[float], stage_layers: list[int]) -> dict:
+    """Does the important share fall with depth over the stage layers?
+
+    Holds when the share at the last stage layer is below the share at the first one and the rank
+    correlation between depth and share over the stage layers is negative.
+    """
+    values = torch.tensor([shares[layer] for layer in stage_layers], dtype=torch.float64)
+    depth = torch.tensor(stage_layers, dtype=torch.float64)
+    rho = float(spearman_matrix(torch.stack([depth, values]))[0, 1])
+    first, last = float(values[0]), float(values[-1])
+    return {"holds": bool(last < first and rho < 0), "first": first, "last": last, "rho": rho}
+
+
+def transitivity_verdict(stays_low: list[list[float]], stage_layers: list[int]) -> dict:
+    """Do tokens low at one stage stay low at every later stage more often than chance (0.5)?"""
+    pairs = [stays_low[s][t] for i, s in enumerate(stage_layers) for t in stage_layers[i + 1 :]]
+    first_last = stays_low[stage_layers[0]][stage_layers[-1]]
+    return {"holds": bool(min(pairs) > LOW_SHARE), "min": min(pairs), "first_last": first_last}
+
+
+# --------------------------------------------------------------------------- plots
+def plot_sparsity(results: dict, directory: Path) -> None:
+    """Important share and top-10% mass against layer, one line per group, stage layers marked."""
+    plt = pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for group, data in results["groups"].items():
+        layers = range(len(data["important_share"]))
+        left.plot(layers, data["important_share"], marker=".", label=group)
+        right.plot(layers, data["top_mass"], marker=".", label=group)
+    for ax in (left, right):
+        for layer in results["stage_layers"]:
+            ax.axvline(layer, color="0.85", linewidth=0.8, zorder=0)
+        ax.set_xlabel("layer (saliency at its input); grey lines: SDTP stage layers")
+    left.set_ylabel(f"share of tokens above {IMPORTANT_FRACTION:.0%} of the layer max")
+    right.set_ylabel(f"share of saliency mass in the top {TOP_SHARE:.0%} of tokens")
+    left.legend(fontsize=8)
+    fig.suptitle(f"{results['model']}: saliency sparsity per layer (candidates, mean over samples)")
+    save_figure(fig, PLOTS["sparsity"], directory)
+
+
+def plot_transitivity(results: dict, directory: Path) -> None:
+    """Heatmaps over layer pairs of the stays-low rate and the Spearman correlation (first group)."""
+    plt = pyplot()
+    group = next(iter(results["groups"]))
+    data = results["groups"][group]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
+    panels = (
+        ("stays_low", f"stays-low rate (bottom {LOW_SHARE:.0%} at s, still at t; random {LOW_SHARE})", 0.0, 1.0),
+        ("spearman", "Spearman rank correlation of token saliency", -1.0, 1.0),
+    )
+    for ax, (key, title, low, high) in zip(axes, panels):
+        image = ax.imshow(data[key], vmin=low, vmax=high, cmap="viridis", origin="lower")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("layer t")
+        ax.set_ylabel("layer s")
+        ax.set_xticks(results["stage_layers"])
+        ax.set_yticks(results["stage_layers"])
+        fig.colorbar(image, ax=ax, shrink=0.8)
+    fig.suptitle(f"{results['model']}: transitivity of saliency ({group}; ticks: stage layers)")
+    save_figure(fig, PLOTS["transitivity"], directory)
+
+
+def plot_tokens(saliency: torch.Tensor, results: dict, directory: Path) -> None:
+    """Token-by-layer heatmap of one sample's saliency, each layer scaled by its maximum (log scale)."""
+    plt = pyplot()
+    scaled = saliency / saliency.amax(dim=-1, keepdim=True).clamp_min(1e-30)
+    fig, ax = plt.subplots(figsize=(12, 4))
+    log = scaled.clamp_min(1e-4).log10().numpy()
+    image = ax.imshow(log, aspect="auto", cmap="magma", origin="lower", vmin=-4, vmax=0)
+    n = saliency.shape[-1]
+    # where the differentiated tail starts and where the never-pruned recent window starts
+    target = n - max(1, int(round(results["tail_ratio"] * n)))
+    window = n - math.ceil(results["local_window_ratio"] * n - 1e-9)
+    ax.axvline(target, color="cyan", linestyle="--", label="target starts")
+    ax.axvline(window, color="white", linestyle=":", label="recent window")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_xlabel("token position")
+    ax.set_ylabel("layer")
+    fig.colorbar(image, ax=ax, label="log10(saliency / layer max), all tokens")
+    fig.suptitle(f"{results['model']}: saliency of one held-out window ({next(iter(results['groups']))})")
+    save_figure(fig, PLOTS["tokens"], directory)
+
+
+# --------------------------------------------------------------------------- section interface
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``sdtp bench observations``."""
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="packaged model name (sdtp_adapter.zoo)")
+    parser.add_argument(
+        "--adapter", default=None, help="adapter folder whose config gives the stage layers, protected tokens and "
+        "text target tail (default: the shipped adapter for --model)"
+    )
+    parser.add_argument("--samples", type=int, default=8, help="held-out text windows")
+    parser.add_argument("--length", type=int, default=1024, help="tokens per window")
+    parser.add_argument("--chats", type=int, default=3, help="retrieval chats (passkey, kv, needle in turn); 0 = none")
+    parser.add_argument(
+        "--full-window-samples", type=int, default=2,
+        help="of the windows, how many also get a pass with every next token as target (0 = none)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+
+
+def build_samples(tokenizer, args: argparse.Namespace, tail_ratio: float) -> dict[str, list[dict]]:
+    """The sample groups: text windows with a tail target (as training), the same windows with every
+    next-token prediction as target, and retrieval chats whose answer is the target."""
+    from ..data.corpora import shakespeare_texts
+    from ..data.tasks import retrieval_sample
+    from ..evaluation import text_windows
+
+    texts = list(shakespeare_texts("heldout").values())
+    windows = [w[0].tolist() for w in text_windows(tokenizer, texts, args.samples, args.length, args.seed)]
+    cut = args.length - max(1, int(round(tail_ratio * args.length)))
+    groups = {TEXT_TAIL: [{"input_ids": w, "target_mask": [i >= cut for i in range(len(w))]} for w in windows]}
+    if args.full_window_samples:
+        full = windows[: args.full_window_samples]
+        groups[TEXT_FULL] = [{"input_ids": w, "target_mask": [i >= 1 for i in range(len(w))]} for w in full]
+    if args.chats:
+        rng = random.Random(args.seed)
+        long_texts = [t for t in texts if len(t) > 10 * args.length]  # ~4 chars a token
+        groups[CHAT] = [
+            retrieval_sample(tokenizer, long_texts, int(0.9 * args.length), CHAT_KINDS[i % len(CHAT_KINDS)], rng)
+            for i in range(args.chats)
+        ]
+    return groups
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Measure every sample group, write the plots and ``docs/benchmarks/observations.json``; return the results."""
+    from ..cli import SHIPPED_ADAPTERS
+    from ..config import SDTPConfig
+    from ..zoo import load_model
+
+    for name in ("samples", "length"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name}={getattr(args, name)} is invalid; expected an integer >= 1")
+    for name in ("chats", "full_window_samples"):
+        if getattr(args, name) < 0:
+            flag = "--" + name.replace("_", "-")
+            raise ValueError(f"{flag}={getattr(args, name)} is invalid; expected an integer >= 0")
+    if args.full_window_samples > args.samples:
+        raise ValueError(
+            f"--full-window-samples={args.full_window_samples} is invalid; expected at most --samples={args.samples}"
+        )
+    adapter = Path(args.adapter) if args.adapter else SHIPPED_ADAPTERS / args.model
+    if not (adapter / "adapter_config.json").exists():
+        raise ValueError(f"--adapter={str(adapter)!r} holds no adapter_config.json; pass an SDTP adapter folder")
+    config = SDTPConfig.from_pretrained(adapter)
+    model, tokenizer = load_model(args.model)
+    model.to(args.device)
+    num_layers = len(decoder_layers(model))
+    schedule = config.schedule(num_layers)
+    tail = float(config.saliency_tail_ratio)
+    example: list = []
+    groups = measure(model, build_samples(tokenizer, args, tail), schedule, example)
+    results = {
+        "model": args.model,
+        "num_layers": num_layers,
+        "stage_layers": list(schedule.layers),
+        "length": args.length,
+        "tail_ratio": tail,
+        "protected_first": schedule.protected_first,
+        "local_window_ratio": schedule.local_window_ratio,
+        "groups": groups,
+        "plots": [PLOTS["sparsity"], PLOTS["transitivity"], PLOTS["tokens"]],
+    }
+    plot_sparsity(results, RESULTS_DIR)
+    plot_transitivity(results, RESULTS_DIR)
+    plot_tokens(example[0], results, RESULTS_DIR)
+    write_results(SECTION, run_meta(args.command_line, args.device), results)
+    return results
+
+
+def render(data: dict) -> list[str]:
+    """Markdown: what was measured, the stage-layer table, the plots and a computed verdict per observation."""
+    res = data["results"]
+    stages = res["stage_layers"]
+    groups = res["groups"]
+    main = groups[next(iter(groups))]
+    lines = [
+        "## Saliency observations (sparsity with depth, transitivity)",
+        "",
+        f"{res['model']} ({res['num_layers']} layers). Saliency = |sum over hidden dim of grad x input| at each "
+        "layer's input, from one backward pass of the summed log-likelihood of the target tokens through the "
+        f"unpruned model. Samples: {res['length']}-token held-out Shakespeare windows (*tail target*: the last "
+        f"{res['tail_ratio']:.0%} of the window, as in training; *full-window target*: every next token) and retrieval "
+        "chats of about the same length (passkey, key-value, needle; target: the answer), as far as present below. "
+        f"Metrics use the tokens a stage may prune (not the first {res['protected_first']} sinks nor the last "
+        f"{res['local_window_ratio']:.0%}); *all tokens* includes them. Important = saliency above "
+        f"{IMPORTANT_FRACTION:.0%} of the layer's maximum; stays-low = of the tokens in the bottom {LOW_SHARE:.0%} at "
+        f"the previous stage layer (or at layer {stages[0]}), the share still in the bottom {LOW_SHARE:.0%} "
+        f"(random: {LOW_SHARE}). Transitivity columns use *{next(iter(groups))}*.",
+        "",
+    ]
+    header = ["layer"]
+    for group, g in groups.items():
+        header.append(f"important, {group} (n={g['samples']})")
+    header += [f"important, all tokens, {next(iter(groups))}", f"top-{TOP_SHARE:.0%} mass",
+               "stays-low from prev. stage", f"stays-low from {stages[0]}", "Spearman with prev. stage"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, layer in enumerate(stages):
+        prev = stages[i - 1] if i else None
+        row = [str(layer)] + [f"{g['important_share'][layer]:.3f}" for g in groups.values()]
+        row += [
+            f"{main['important_share_all'][layer]:.3f}",
+            f"{main['top_mass'][layer]:.3f}",
+            f"{main['stays_low'][prev][layer]:.3f}" if prev is not None else "-",
+            f"{main['stays_low'][stages[0]][layer]:.3f}" if i else "-",
+            f"{main['spearman'][prev][layer]:.3f}" if prev is not None else "-",
+        ]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    lines += [f"![{name}](benchmarks/{name})" for name in res["plots"]]
+    first_group = next(iter(groups))
+    others = [(group, g) for group, g in groups.items() if group != first_group]
+    sparsity = sparsity_verdict(main["important_share"], stages)
+    transitivity = transitivity_verdict(main["stays_low"], stages)
+    sparsity_others = "; ".join(
+        f"{group}: {_holds(v['holds'])} ({v['first']:.3f} to {v['last']:.3f}, Spearman {v['rho']:+.2f})"
+        for group, v in ((group, sparsity_verdict(g["important_share"], stages)) for group, g in others)
+    )
+    transitivity_others = "; ".join(
+        f"{group}: {_holds(v['holds'])} (min {v['min']:.3f})"
+        for group, v in ((group, transitivity_verdict(g["stays_low"], stages)) for group, g in others)
+    )
+    lines += [
+        "",
+        f"Observation 1 (sparsity grows with depth) **{_holds(sparsity['holds'])}** on this model over the stage "
+        f"layers ({first_group}): the important share goes from {sparsity['first']:.3f} at layer {stages[0]} to "
+        f"{sparsity['last']:.3f} at layer {stages[-1]} (Spearman of share against depth {sparsity['rho']:+.2f}; "
+        f"top-{TOP_SHARE:.0%} mass {main['top_mass'][stages[0]]:.3f} to {main['top_mass'][stages[-1]]:.3f})"
+        + (f"; other targets: {sparsity_others}." if others else "."),
+        "",
+        f"Observation 2 (transitivity) **{_holds(transitivity['holds'])}** on this model ({first_group}): for every "
+        f"pair of stage layers s < t the stays-low rate is at least {transitivity['min']:.3f} (random {LOW_SHARE}); "
+        f"from layer {stages[0]} to layer {stages[-1]} it is {transitivity['first_last']:.3f}"
+        + (f"; other targets: {transitivity_others}." if others else "."),
+    ]
+    return lines
+
+
+def _holds(holds: bool) -> str:
+    return "holds" if holds else "does not hold"
