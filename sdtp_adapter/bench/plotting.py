@@ -6,6 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..config import publish
 from .meta import RESULTS_DIR
 
 
@@ -29,7 +30,7 @@ def save_figure(fig, name: str, directory: Path = RESULTS_DIR) -> Path:
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=120, bbox_inches="tight")
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         plt.close(fig)
         if os.path.exists(tmp):
