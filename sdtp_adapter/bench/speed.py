@@ -1,13 +1,440 @@
-"""PLACEHOLDER while the section is being written (replaced before release)."""
+"""``sdtp bench speed``: what SDTP changes for a user, base vs SDTP interleaved in one process.
+
+    sdtp bench speed                                     # SmolLM2-135M, 1K-8K held-out tokens
+    sdtp bench speed --model gemma3-270m                 # 1K-16K
+    sdtp bench speed --device cuda --dtype bfloat16      # section speed-<model>-cuda
+    sdtp bench speed --random-init --lengths 1024 2048   # no weights needed: shapes decide speed
+
+Per prompt length: prefill latency (``logits_to_keep=1``), time to first token (prefill plus picking
+the greedy token on the host), greedy decode tokens/s on the prefilled cache, peak memory during
+prefill (see ``memory``), KV-cache bytes after prefill, and the analytic FLOPs of base and SDTP with
+their ratio (the FLOPs bound). Once per run, at the smallest length, the analytic FLOPs are checked
+against ``FlopCounterMode`` (see ``flops``). Every round runs one greedy generation of the base and
+one of SDTP back to back (``timing.interleaved``); medians and min-max over ``--repeats`` rounds.
+
+Results: ``docs/benchmarks/speed-<model>[-cuda].json`` and four PNGs next to it, rewritten after every
+length so a run that is cut short keeps its finished rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..architectures import model_dims
+from ..model import SDTPModel
+from ..pruning.cache import kv_bytes
+from ..schedule import flops_speedup_bound, prefill_flops, pruned_prefill_flops
+from ..timing import interleaved
+from ..zoo import GEMMA3_270M, MODELS, SMOLLM2_135M
+from .common import SHIPPED_ADAPTERS, add_model_arguments
+from .flops import flops_check, prefill_call
+from .memory import cpu_method, peak_memory
+from .meta import RESULTS_DIR, run_meta, write_results
+from .plotting import pyplot, save_figure
+
+RANDOM_INIT_CONFIGS = Path(__file__).resolve().parents[2] / "recipes" / "configs"
+DEFAULT_LENGTHS = {
+    SMOLLM2_135M.name: (1024, 2048, 4096, 8192),
+    GEMMA3_270M.name: (1024, 2048, 4096, 8192, 16384),
+}
+DTYPES = ("float32", "bfloat16", "float16")
+METHODS = ("base", "sdtp")
+MIB = 2**20
 
 
-def add_arguments(parser) -> None:
-    pass
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--lengths", type=int, nargs="+", default=None, help="prompt lengths in tokens (default: 1K-8K SmolLM2, 1K-16K Gemma)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed interleaved rounds per length")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before timing")
+    parser.add_argument("--decode-tokens", type=int, default=32, help="greedy tokens decoded after the first one")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (cuda writes section speed-<model>-cuda)")
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="random weights from recipes/configs/<model>.json and random tokens (speed only: timings depend on "
+        "shapes, not weights; for machines without the model)",
+    )
 
 
-def run(args):
-    raise NotImplementedError("section under construction")
+# ---------------------------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class SpeedSettings:
+    """How each length is measured.
+
+    Attributes:
+        lengths: prompt lengths in tokens, measured in this order.
+        repeats: timed interleaved rounds per length (>= 1).
+        warmup: untimed rounds before them (>= 0).
+        decode_tokens: greedy decode steps after the first token (>= 1).
+        device: where the model runs.
+    """
+
+    lengths: tuple[int, ...]
+    repeats: int = 3
+    warmup: int = 1
+    decode_tokens: int = 32
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not self.lengths or any(n < 1 for n in self.lengths):
+            raise ValueError(f"lengths={list(self.lengths)} must be a non-empty list of token counts >= 1")
+        if self.repeats < 1:
+            raise ValueError(f"repeats={self.repeats} must be >= 1")
+        if self.warmup < 0:
+            raise ValueError(f"warmup={self.warmup} must be >= 0")
+        if self.decode_tokens < 1:
+            raise ValueError(f"decode_tokens={self.decode_tokens} must be >= 1")
+        if torch.device(self.device).type not in ("cpu", "cuda"):
+            raise ValueError(f"device={self.device!r} is not supported; allowed: 'cpu', 'cuda[:i]'")
 
 
-def render(data) -> list[str]:
-    return []
+def section_name(model: str, device: str) -> str:
+    """``speed-<model>``, with ``-cuda`` for GPU runs (their own JSON and section on the page)."""
+    return f"speed-{model}" + ("-cuda" if torch.device(device).type == "cuda" else "")
+
+
+# ---------------------------------------------------------------------------------------------- measuring
+@dataclass(frozen=True)
+class GreedyTimes:
+    """Wall-clock phases of one greedy generation (seconds).
+
+    Attributes:
+        prefill_s: the prompt forward (``logits_to_keep=1``) until its outputs are ready.
+        ttft_s: prefill plus picking the first token and reading it on the host.
+        decode_s: the ``decode_tokens`` one-token steps after that (each token read on the host).
+    """
+
+    prefill_s: float
+    ttft_s: float
+    decode_s: float
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def greedy_run(model: torch.nn.Module, ids: torch.Tensor, decode_tokens: int) -> tuple[GreedyTimes, list[int]]:
+    """Greedy generation of ``1 + decode_tokens`` tokens after ``ids [1, N]``, timed per phase.
+
+    The loop is ``generate``'s greedy path without its bookkeeping: prefill, argmax of the last
+    logits, then one-token forwards on the returned cache. Every token is read on the host (as a
+    streaming client would), which also makes the timings include the device work.
+    """
+    device = ids.device
+    with torch.inference_mode():
+        start = time.perf_counter()
+        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
+        _synchronize(device)
+        prefilled = time.perf_counter()
+        token = out.logits[:, -1].argmax(dim=-1, keepdim=True)  # [1, 1]
+        tokens = [int(token.item())]
+        first = time.perf_counter()
+        cache = out.cache
+        for _ in range(decode_tokens):
+            out = model(input_ids=token, cache=cache, use_cache=True)
+            cache = out.cache
+            token = out.logits[:, -1].argmax(dim=-1, keepdim=True)
+            tokens.append(int(token.item()))
+        end = time.perf_counter()
+    return GreedyTimes(prefilled - start, first - start, end - first), tokens
+
+
+def summary(values: list[float]) -> dict:
+    """``{"median", "min", "max", "values"}`` of one timed quantity."""
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": list(values)}
+
+
+def measure_length(
+    sdtp: SDTPModel, ids: torch.Tensor, repeats: int, warmup: int, decode_tokens: int, device: str = "cpu"
+) -> dict:
+    """One row of the speed table for the prompt ``ids [1, N]`` (already on ``device``).
+
+    Timed: ``warmup`` + ``repeats`` interleaved rounds of one base and one SDTP greedy generation.
+    Untimed afterwards: one prefill per method under the peak-memory probe, whose cache gives the
+    KV bytes and whose pruning record gives the tokens entering each layer.
+    """
+    if ids.dim() != 2 or ids.shape[0] != 1:
+        raise ValueError(f"ids has shape {tuple(ids.shape)}; the speed benchmark needs one row, shape [1, N]")
+    dims = model_dims(sdtp.base_model)
+    length = ids.shape[1]
+    records: dict[str, list[GreedyTimes]] = {name: [] for name in METHODS}
+
+    def generation(name: str, prune: bool):
+        def go():
+            with contextlib.nullcontext() if prune else sdtp.disable_pruning():
+                times, _ = greedy_run(sdtp, ids, decode_tokens)
+            records[name].append(times)
+
+        return go
+
+    interleaved({name: generation(name, name == "sdtp") for name in METHODS}, repeats, warmup)
+    timed = {name: records[name][warmup:] for name in METHODS}
+
+    peak_mib, kv_mib = {}, {}
+    for name in METHODS:
+        out, peak = peak_memory(prefill_call(sdtp, ids, prune=name == "sdtp"), device)
+        peak_mib[name], kv_mib[name] = peak / MIB, kv_bytes(out.cache) / MIB
+        del out
+    per_layer = sdtp.last_pruning.kept_counts(dims.num_layers)  # the SDTP prefill just above
+
+    schedule, hidden = sdtp.active_schedule, sdtp.sdtp_config.pruner_hidden_size
+    prefill = {name: summary([t.prefill_s for t in timed[name]]) for name in METHODS}
+    return {
+        "tokens": length,
+        "prefill_s": prefill,
+        "ttft_s": {name: summary([t.ttft_s for t in timed[name]]) for name in METHODS},
+        "decode_tok_s": {name: summary([decode_tokens / t.decode_s for t in timed[name]]) for name in METHODS},
+        "speedup": prefill["base"]["median"] / prefill["sdtp"]["median"],
+        "flops": {
+            "base": prefill_flops(dims, [length] * dims.num_layers),
+            "sdtp": pruned_prefill_flops(dims, schedule, length, hidden),
+            "bound": flops_speedup_bound(dims, schedule, length, hidden),
+        },
+        "peak_mib": peak_mib,
+        "kv_mib": kv_mib,
+        "tokens_per_layer": per_layer,
+        "last_layer_tokens": per_layer[-1],
+    }
+
+
+def benchmark(
+    sdtp: SDTPModel,
+    all_ids: list[int],
+    settings: SpeedSettings,
+    section: str,
+    meta: dict,
+    description: dict,
+    directory: Path = RESULTS_DIR,
+) -> dict:
+    """Measure every length of ``settings`` on prompts cut from ``all_ids``; write JSON and plots after each.
+
+    ``description`` (model, dtype, weights, input...) is stored as is. Returns the results dict.
+    """
+    too_long = [n for n in settings.lengths if n > len(all_ids)]
+    if too_long:
+        raise ValueError(f"lengths {too_long} exceed the {len(all_ids)} input tokens available")
+    device = torch.device(settings.device)
+    schedule = sdtp.active_schedule
+
+    def prompt(length: int) -> torch.Tensor:
+        return torch.tensor([all_ids[:length]], device=device)
+
+    results = {
+        **description,
+        "device": settings.device,
+        "stages": list(schedule.layers),
+        "keep_ratio": schedule.keep_ratio,
+        "pruner_hidden_size": sdtp.sdtp_config.pruner_hidden_size,
+        "repeats": settings.repeats,
+        "warmup": settings.warmup,
+        "decode_tokens": settings.decode_tokens,
+        "memory": cpu_method() if device.type == "cpu" else "torch.cuda.max_memory_allocated minus allocated before the call",
+        "flops_check": flops_check(sdtp, prompt(min(settings.lengths))),
+        "rows": [],
+        "plots": [],
+    }
+    for length in settings.lengths:
+        row = measure_length(sdtp, prompt(length), settings.repeats, settings.warmup, settings.decode_tokens, settings.device)
+        results["rows"].append(row)
+        print(_progress(row), flush=True)
+        results["plots"] = plot(results["rows"], section, results.get("model", ""), directory)
+        write_results(section, meta, results, directory)  # after every length: a cut-short run keeps its rows
+    return results
+
+
+def _progress(row: dict) -> str:
+    p, t, d = row["prefill_s"], row["ttft_s"], row["decode_tok_s"]
+    return (
+        f"{row['tokens']} tokens: prefill {1000 * p['base']['median']:.0f} / {1000 * p['sdtp']['median']:.0f} ms "
+        f"({row['speedup']:.2f}x, bound {row['flops']['bound']:.2f}x), TTFT {1000 * t['base']['median']:.0f} / "
+        f"{1000 * t['sdtp']['median']:.0f} ms, decode {d['base']['median']:.1f} / {d['sdtp']['median']:.1f} tok/s, "
+        f"peak {row['peak_mib']['base']:.0f} / {row['peak_mib']['sdtp']:.0f} MiB, "
+        f"KV {row['kv_mib']['base']:.1f} / {row['kv_mib']['sdtp']:.1f} MiB"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def load_inputs(model_name: str, adapter: str | None, dtype: torch.dtype, device: str, random_init: bool, max_length: int):
+    """``(SDTPModel on device, input token ids, description)`` for a packaged model.
+
+    Real weights read the held-out plays (never trained on); ``random_init`` builds the model from
+    ``recipes/configs/<model>.json`` with random weights and feeds random tokens.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    if random_init:
+        config_file = RANDOM_INIT_CONFIGS / f"{model_name}.json"
+        if not config_file.is_file():
+            raise ValueError(f"--random-init needs {config_file} (a source checkout's recipes/configs); it is missing")
+        config = AutoConfig.from_pretrained(config_file)
+        config.max_position_embeddings = max(config.max_position_embeddings, max_length)
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa").eval()
+        all_ids = torch.randint(10, config.vocab_size, (max_length,)).tolist()
+        weights, text = "random weights (speed only)", "random tokens"
+    else:
+        from ..data.corpora import shakespeare_texts
+        from ..zoo import load_model
+
+        model, tokenizer = load_model(model_name, dtype=dtype)
+        all_ids = tokenizer("\n\n".join(shakespeare_texts("heldout").values()), add_special_tokens=False)["input_ids"]
+        weights, text = "real weights", "held-out Shakespeare plays from their start"
+    model.to(device)
+    sdtp = SDTPModel.from_pretrained(model, adapter or SHIPPED_ADAPTERS / model_name)
+    description = {
+        "model": model_name,
+        "upstream": MODELS[model_name].upstream,
+        "adapter": str(adapter) if adapter else "shipped",
+        "dtype": str(dtype).removeprefix("torch."),
+        "attention": "sdpa",
+        "weights": weights,
+        "input": text,
+    }
+    return sdtp, all_ids, description
+
+
+def run(args: argparse.Namespace, directory: Path = RESULTS_DIR) -> dict:
+    """Run the section from parsed ``sdtp bench speed`` arguments; returns the results dict."""
+    settings = SpeedSettings(
+        lengths=tuple(args.lengths or DEFAULT_LENGTHS[args.model]),
+        repeats=args.repeats,
+        warmup=args.warmup,
+        decode_tokens=args.decode_tokens,
+        device=args.device,
+    )
+    sdtp, all_ids, description = load_inputs(
+        args.model, args.adapter, getattr(torch, args.dtype), args.device, args.random_init, max(settings.lengths)
+    )
+    section = section_name(args.model, args.device)
+    meta = run_meta(getattr(args, "command_line", "sdtp bench speed"), device=args.device)
+    return benchmark(sdtp, all_ids, settings, section, meta, description, directory)
+
+
+# ---------------------------------------------------------------------------------------------- plots
+def _errorbars(stats: list[dict], scale: float = 1.0) -> tuple[list[float], list[list[float]]]:
+    medians = [scale * s["median"] for s in stats]
+    low = [m - scale * s["min"] for m, s in zip(medians, stats)]
+    high = [scale * s["max"] - m for m, s in zip(medians, stats)]
+    return medians, [low, high]
+
+
+def plot(rows: list[dict], section: str, title: str = "", directory: Path = RESULTS_DIR) -> list[str]:
+    """Four PNGs ``<section>-{prefill,speedup,memory,decode}.png`` in ``directory``; returns their names."""
+    plt = pyplot()
+    tokens = [r["tokens"] for r in rows]
+    labels = {"base": "base", "sdtp": "SDTP"}
+    colors = {"base": "tab:blue", "sdtp": "tab:orange"}  # the same in every figure
+    names = []
+
+    def figure(kind: str, ylabel: str, logy: bool = False):
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        ax.set_xscale("log", base=2)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xticks(tokens, [str(n) for n in tokens])
+        ax.minorticks_off()
+        ax.set_xlabel("prompt tokens")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"{title}: {kind}" if title else kind)
+        ax.grid(alpha=0.3)
+        return fig, ax
+
+    def finish(fig, ax, kind: str) -> None:
+        ax.legend(fontsize="small")
+        name = f"{section}-{kind}.png"
+        save_figure(fig, name, directory)
+        names.append(name)
+
+    fig, ax = figure("prefill", "prefill latency (ms)", logy=True)
+    for m in METHODS:
+        y, err = _errorbars([r["prefill_s"][m] for r in rows], 1000)
+        ax.errorbar(tokens, y, yerr=err, marker="o", capsize=3, color=colors[m], label=labels[m])
+    finish(fig, ax, "prefill")
+
+    fig, ax = figure("speedup", "prefill speedup (base / SDTP)")
+    ax.plot(tokens, [r["speedup"] for r in rows], marker="o", color="tab:orange", label="measured (medians)")
+    bounds = [r["flops"]["bound"] for r in rows]
+    ax.plot(tokens, bounds, marker="s", linestyle="--", color="tab:gray", label="analytic FLOPs bound")
+    ax.axhline(1.0, color="gray", linewidth=0.8)
+    finish(fig, ax, "speedup")
+
+    fig, ax = figure("memory", "MiB", logy=True)
+    for m in METHODS:
+        ax.plot(tokens, [r["kv_mib"][m] for r in rows], marker="o", color=colors[m], label=f"KV cache, {labels[m]}")
+    for m in METHODS:
+        peaks = [r["peak_mib"][m] for r in rows]
+        ax.plot(tokens, peaks, marker="^", linestyle="--", color=colors[m], label=f"peak during prefill, {labels[m]}")
+    finish(fig, ax, "memory")
+
+    fig, ax = figure("decode", "greedy decode tokens/s")
+    for m in METHODS:
+        y, err = _errorbars([r["decode_tok_s"][m] for r in rows])
+        ax.errorbar(tokens, y, yerr=err, marker="o", capsize=3, color=colors[m], label=labels[m])
+    finish(fig, ax, "decode")
+    return names
+
+
+# ---------------------------------------------------------------------------------------------- page
+def _ms(stats: dict) -> str:
+    return f"{1000 * stats['median']:.1f} [{1000 * stats['min']:.1f}-{1000 * stats['max']:.1f}]"
+
+
+def _pair(values: dict, fmt: str = "{:.1f}") -> str:
+    return f"{fmt.format(values['base'])} / {fmt.format(values['sdtp'])}"
+
+
+def render(data: dict) -> list[str]:
+    """Markdown for ``docs/benchmarks.md``: description, table, FLOPs check, plots."""
+    res = data["results"]
+    on_gpu = str(res["device"]).startswith("cuda")
+    lines = [
+        f"## Speed: {res['model']}" + (" (CUDA)" if on_gpu else ""),
+        "",
+        f"{res['upstream']}, {res['dtype']}, {res['attention']}, {res['weights']}, on {res['device']}; adapter "
+        f"{res['adapter']} with stages {res['stages']}, keep ratio {res['keep_ratio']} per stage. Input: {res['input']}. "
+        f"Each of {res['repeats']} rounds (after {res['warmup']} warm-up) runs one greedy generation of the base and "
+        f"one of SDTP: prefill (`logits_to_keep=1`), the first token read on the host (time to first token), then "
+        f"{res['decode_tokens']} one-token decode steps on the prefilled cache. Medians, min-max in brackets. "
+        f"Peak memory during prefill: {res['memory']}. FLOPs bound: analytic causal FLOPs of base / SDTP "
+        "(pruning modules included).",
+        "",
+        "| tokens | prefill base ms | prefill SDTP ms | speedup | FLOPs bound | TTFT base / SDTP ms "
+        "| decode tok/s base / SDTP | peak MiB base / SDTP | KV MiB base / SDTP | tokens at last layer |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in res["rows"]:
+        ttft = {m: 1000 * r["ttft_s"][m]["median"] for m in METHODS}
+        decode = {m: r["decode_tok_s"][m]["median"] for m in METHODS}
+        lines.append(
+            f"| {r['tokens']} | {_ms(r['prefill_s']['base'])} | {_ms(r['prefill_s']['sdtp'])} | {r['speedup']:.2f}x "
+            f"| {r['flops']['bound']:.2f}x | {_pair(ttft)} | {_pair(decode)} | {_pair(r['peak_mib'], '{:.0f}')} "
+            f"| {_pair(r['kv_mib'])} | {r['last_layer_tokens']} |"
+        )
+    check = res.get("flops_check")
+    if check:
+        parts = [
+            f"{name} counted {check[key]['counted'] / 1e9:.3f} GFLOPs vs analytic {check[key]['analytic_full'] / 1e9:.3f} "
+            f"({100 * check[key]['relative_difference']:+.4f}%)"
+            for name, key in (("base", "base"), ("SDTP", "sdtp"))
+        ]
+        lines += [
+            "",
+            f"FLOPs check at {check['tokens']} tokens with `FlopCounterMode` (it counts matrix products and attention "
+            f"as full, non-causal products): {'; '.join(parts)}. The table's causal model gives "
+            f"{check['base']['analytic_causal'] / 1e9:.3f} / {check['sdtp']['analytic_causal'] / 1e9:.3f} GFLOPs.",
+        ]
+    if res.get("plots"):
+        lines += ["", " ".join(f"![{name}](benchmarks/{name})" for name in res["plots"])]
+    return lines

@@ -1,0 +1,90 @@
+"""Counted FLOPs (``torch.utils.flop_counter.FlopCounterMode``) against the analytic model of ``schedule``.
+
+What ``FlopCounterMode`` counts (torch 2.13, checked on Llama-family models): only matrix products,
+as ``2 * m * n * k`` per ``mm``/``addmm``/``bmm`` (biases, norms, RoPE, softmax, activations and
+gathers are free). It sees the decoder's projections and MLPs, the LM head on the positions kept by
+``logits_to_keep`` and the pruning modules' two linear layers. Attention is counted as *full*
+``s_q x s_k`` products: eager attention's ``matmul``s decompose to ``bmm``; the fused SDPA kernels it
+knows (CUDA flash / memory-efficient / cuDNN) get ``4 * b * h_q * s_q * s_k * d`` with the comment
+"we aren't accounting for causal attention". The CPU SDPA kernel
+(``aten._scaled_dot_product_flash_attention_for_cpu``) has no formula and would count as 0, so
+``count_flops`` maps it to the same full-attention formula; every backend then counts alike and
+``schedule.prefill_flops(..., attention="full")`` reproduces the count exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..architectures import model_dims
+from ..model import SDTPModel
+from ..schedule import prefill_flops, pruned_prefill_flops
+
+COUNTER = (
+    "torch.utils.flop_counter.FlopCounterMode (matrix products only, attention as full s_q x s_k products; "
+    "the CPU SDPA kernel mapped to the same formula as the CUDA ones)"
+)
+
+
+def full_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """``q @ k^T`` and ``p @ v`` of SDPA over every (query, key) pair, as FlopCounterMode's CUDA formulas.
+
+    Shapes: query ``[B, H_q, S_q, D]``, key ``[B, H_kv, S_k, D]``, value ``[B, H_kv, S_k, D_v]``; grouped
+    KV heads are broadcast to the ``H_q`` query heads by the kernel, so they cost ``H_q`` heads.
+    """
+    batch, heads, queries, dim = query_shape
+    keys, value_dim = key_shape[2], value_shape[3]
+    return 2 * batch * heads * queries * keys * dim + 2 * batch * heads * queries * keys * value_dim
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs ``FlopCounterMode`` counts while ``fn()`` runs, CPU SDPA included (see module docstring)."""
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: full_sdpa_flops}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def prefill_call(sdtp: SDTPModel, ids: torch.Tensor, prune: bool) -> Callable[[], object]:
+    """A no-grad prefill of ``ids [1, N]`` with ``logits_to_keep=1``, pruned or with pruning disabled."""
+
+    def call():
+        with torch.inference_mode(), (contextlib.nullcontext() if prune else sdtp.disable_pruning()):
+            return sdtp(input_ids=ids, use_cache=True, logits_to_keep=1)
+
+    return call
+
+
+def flops_check(sdtp: SDTPModel, ids: torch.Tensor) -> dict:
+    """Counted vs analytic prefill FLOPs of the base and of the pruned prefill of ``ids [1, N]``.
+
+    Returns ``{"tokens", "counter", "base": {...}, "sdtp": {...}}`` where each side holds ``counted``,
+    ``analytic_full`` (the counter's convention, should equal ``counted``), ``analytic_causal`` (the
+    model used for the FLOPs bound) and ``relative_difference`` = ``counted / analytic_full - 1``.
+    """
+    if ids.dim() != 2 or ids.shape[0] != 1:
+        raise ValueError(f"ids has shape {tuple(ids.shape)}; the FLOPs check needs one row, shape [1, N]")
+    dims = model_dims(sdtp.base_model)
+    length = ids.shape[1]
+    schedule, hidden = sdtp.active_schedule, sdtp.sdtp_config.pruner_hidden_size
+
+    def analytic(prune: bool, attention: str) -> float:
+        if prune:
+            return pruned_prefill_flops(dims, schedule, length, hidden, attention=attention)
+        return prefill_flops(dims, [length] * dims.num_layers, attention=attention)
+
+    out = {"tokens": length, "counter": COUNTER}
+    for name, prune in (("base", False), ("sdtp", True)):
+        counted = count_flops(prefill_call(sdtp, ids, prune))
+        full = analytic(prune, "full")
+        out[name] = {
+            "counted": counted,
+            "analytic_full": full,
+            "analytic_causal": analytic(prune, "causal"),
+            "relative_difference": counted / full - 1.0,
+        }
+    return out
