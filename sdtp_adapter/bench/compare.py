@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> dict:
         "verdict": verdict(rows),
     }
     data = {"meta": run_meta(args.command_line), "results": results}
-    write_results("compare", data["meta"], results)
+    write_results(f"compare-{args.model}", data["meta"], results)
     plot(data)
     return data
 

@@ -12,16 +12,23 @@ from pathlib import Path
 from ..config import atomic_write_bytes
 from .meta import RESULTS_DIR, meta_lines, read_results
 
-# (section json name, module with ``render(data) -> list[str]``), in page order
+# (section JSON name pattern, module with ``render(data) -> list[str]``), in page order
 SECTIONS: list[tuple[str, str]] = [
-    ("speed-smollm2-135m-instruct", "speed"),
-    ("speed-gemma3-270m", "speed"),
-    ("compare", "compare"),
-    ("tasks", "longcontext"),
-    ("kvpress", "peers.kvpress"),
-    ("sweep", "sweep"),
-    ("observations", "observations"),
+    ("speed-*", "speed"),
+    ("compare-*", "compare"),
+    ("tasks*", "longcontext"),
+    ("kvpress*", "peers.kvpress"),
+    ("sweep*", "sweep"),
+    ("observations*", "observations"),
 ]
+DEFAULT_MODEL = "smollm2-135m-instruct"  # listed first: the model the README's numbers are about
+
+
+def section_names(pattern: str, directory: Path = RESULTS_DIR) -> list[str]:
+    """JSON section names under ``directory`` matching ``pattern``, the default model's first."""
+    names = [p.stem for p in directory.glob(f"{pattern}.json")]
+    return sorted(names, key=lambda name: (DEFAULT_MODEL not in name, name))
+
 
 HEADER = [
     "# Benchmarks",
@@ -45,7 +52,8 @@ def write_report(path: Path | None = None, directory: Path = RESULTS_DIR) -> Pat
     """Rewrite the benchmarks page (default ``docs/benchmarks.md``) from every section present."""
     path = path or directory.parent / "benchmarks.md"
     lines = list(HEADER)
-    for section, module in SECTIONS:
-        lines += render_section(section, module, directory)
+    for pattern, module in SECTIONS:
+        for section in section_names(pattern, directory):
+            lines += render_section(section, module, directory)
     atomic_write_bytes(path, ("\n".join(lines).rstrip() + "\n").encode())
     return path
