@@ -1,0 +1,54 @@
+"""Refresh a shipped adapter's model card (README.md, eval_results.json) from the benchmark results.
+
+    sdtp bench compare && sdtp bench speed && python recipes/model_card.py
+    python recipes/model_card.py --model gemma3-270m
+
+The card quotes the comparison table (fidelity, long-context accuracy, baselines and peers at the
+same budget) and the speed table, each with the machine, versions, command and date it was measured with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sdtp_adapter.bench import compare, speed
+from sdtp_adapter.bench.common import SHIPPED_ADAPTERS
+from sdtp_adapter.bench.meta import meta_lines, read_results
+from sdtp_adapter.config import atomic_write_bytes
+from sdtp_adapter.hub import write_model_card
+from sdtp_adapter.persistence import load_adapter
+from sdtp_adapter.zoo import MODELS, SMOLLM2_135M
+
+
+def section(name: str, render, command: str) -> list[str]:
+    data = read_results(name)
+    if data is None:
+        raise ValueError(f"docs/benchmarks/{name}.json is missing: run `{command}` first")
+    body = [line.replace("## ", "### ", 1) for line in render(data) if not line.startswith("![")]
+    return body + ["", *meta_lines(data["meta"])]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=SMOLLM2_135M.name, choices=sorted(MODELS))
+    args = parser.parse_args()
+    folder = SHIPPED_ADAPTERS / args.model
+    flag = "" if args.model == SMOLLM2_135M.name else f" --model {args.model}"
+    lines = section(f"compare-{args.model}", compare.render, f"sdtp bench compare{flag}")
+    lines += ["", *section(f"speed-{args.model}", speed.render, f"sdtp bench speed{flag}")]
+    config, _ = load_adapter(folder)
+    write_model_card(
+        folder,
+        config,
+        "\n".join(lines),
+        f"`python recipes/train.py{flag}` (see docs/training.md for the settings used), then "
+        f"`sdtp bench compare{flag}`, `sdtp bench speed{flag}` and `python recipes/model_card.py{flag}`.",
+    )
+    rows = read_results(f"compare-{args.model}")["results"]["rows"]
+    atomic_write_bytes(folder / "eval_results.json", (json.dumps(rows, indent=1) + "\n").encode())
+    print(f"wrote {folder / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()
