@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: install demo test
+.PHONY: install demo test kvpress-env
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -19,3 +19,8 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+# kvpress pins an older transformers: its peer benchmark (`sdtp bench kvpress`) runs in its own venv.
+# `sdtp bench kvpress` builds it on demand too; this target only builds it ahead of time.
+kvpress-env: $(VENV)/.installed
+	$(BIN)/python -c "from sdtp_adapter.bench.peers.kvpress import ensure_env; ensure_env()"
