@@ -106,7 +106,9 @@ def model_dims(model: nn.Module) -> ModelDims:
     )
 
 
-def rotated_query_key(model: nn.Module, layer: int, hidden: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def rotated_query_key(
+    model: nn.Module, layer: int, hidden: torch.Tensor, positions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Layer ``layer``'s RoPE-rotated queries and keys for the hidden states entering that layer.
 
     Runs the layer's own modules (input norm, q/k projections, per-head q/k norms where the family
@@ -126,9 +128,10 @@ def rotated_query_key(model: nn.Module, layer: int, hidden: torch.Tensor, positi
     head_dim = attn.head_dim
     x = block.input_layernorm(hidden)
     if arch.fused_qkv is not None:
-        qkv = getattr(attn, arch.fused_qkv)(x)
-        q_width = model_dims(model).num_attention_heads * head_dim
-        q, k = qkv[..., :q_width], qkv[..., q_width : q_width + model_dims(model).num_key_value_heads * head_dim]
+        dims = model_dims(model)
+        q_width, k_width = dims.num_attention_heads * head_dim, dims.num_key_value_heads * head_dim
+        qkv = getattr(attn, arch.fused_qkv)(x)  # [B, n, (H + 2 KV) * hd], q then k then v
+        q, k = qkv[..., :q_width], qkv[..., q_width : q_width + k_width]
     else:
         q, k = attn.q_proj(x), attn.k_proj(x)
     q = q.view(*x.shape[:-1], -1, head_dim)  # [B, n, H, hd]
