@@ -43,11 +43,22 @@ def kept_share(sdtp, length: int) -> float:
 
 
 def peer_methods(sdtp, tokenizer, share: float, args) -> list[Method]:
+    """LLMLingua at SDTP's kept share, keeping the same recent window verbatim that SDTP protects.
+
+    One untimed compression of a training-split window first: the method calibrates its budget on its
+    first call (extra passes), which would otherwise be charged to the first timed window.
+    """
     if args.no_llmlingua:
         return []
+    from ..data.corpora import shakespeare_texts
+    from ..evaluation import text_windows
     from .peers.llmlingua import llmlingua_method
 
-    return [llmlingua_method(sdtp.base_model, tokenizer, rate=share)]
+    method = llmlingua_method(sdtp, tokenizer, rate=share, keep_last=sdtp.schedule.local_window_ratio)
+    method.name = "LLMLingua (same share, last 10% kept)"
+    warmup = text_windows(tokenizer, list(shakespeare_texts("train").values()), 1, args.prefix, seed=1)[0]
+    method.compress(tokenizer.decode(warmup[0].tolist()), "")
+    return [method]
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -79,10 +90,8 @@ def run(args: argparse.Namespace) -> dict:
         for row in rows:
             row["tasks"] = tasks["accuracy"][row["method"]]
     if not args.no_kvpress:
-        from .peers import kvpress
-
-        for row in kvpress.compare_rows(args, windows, 1 - kvpress_kv_share(sdtp, args.prefix)):
-            rows.append(row | {"kind": "kv-cache press"})
+        del sdtp  # the kvpress environment loads its own copy of the model
+        rows += kvpress_rows(args)
     results = {
         "model": args.model, "prefix": args.prefix, "continuation": args.continuation, "windows": args.windows,
         "base_nll": base_nll, "sdtp_kept_share": share, "rows": rows,
@@ -95,9 +104,28 @@ def run(args: argparse.Namespace) -> dict:
     return data
 
 
-def kvpress_kv_share(sdtp, length: int) -> float:
-    """Share of the unpruned KV cache SDTP keeps at ``length`` (what kvpress is asked to match)."""
-    return kept_share(sdtp, length)
+def kvpress_rows(args: argparse.Namespace) -> list[dict]:
+    """Run the kvpress section on the same windows (its own environment) and return its presses as rows."""
+    from .peers import kvpress
+
+    if args.model != kvpress.MODEL:
+        raise ValueError(f"--model {args.model}: the kvpress peer runs on {kvpress.MODEL} only; add --no-kvpress")
+    peer_args = argparse.Namespace(
+        windows=args.windows, prefix=args.prefix, continuation=args.continuation, compression_ratio=None,
+        presses=list(kvpress.DEFAULT_PRESSES), decode_tokens=32, repeats=3, env=kvpress.DEFAULT_ENV,
+        no_create_env=False, command_line=args.command_line,
+    )
+    results = kvpress.run(peer_args)
+    base = results["rows"][kvpress.BASELINE]
+    return [
+        {
+            "method": f"kvpress {name}", "kind": "kv-cache press", "kept_share": 1.0,
+            "prefill_speedup": base["prefill_s"] / row["prefill_s"], "delta_nll_pct": row["delta_nll_pct"],
+            "top1": row["top1"], "kl": row["kl"], "kv_mib": row["kv_mib"],
+        }
+        for name, row in results["rows"].items()
+        if name != kvpress.BASELINE
+    ]
 
 
 def verdict(rows: list[dict]) -> dict:
