@@ -23,6 +23,7 @@ import torch
 from datasets import Dataset
 
 from sdtp_adapter import SDTPConfig, get_sdtp_model
+from sdtp_adapter.persistence import save_adapter
 from sdtp_adapter.data.corpora import shakespeare_texts
 from sdtp_adapter.data.tasks import mixed_samples
 from sdtp_adapter.training.marking import mark_tokens
@@ -36,6 +37,9 @@ def samples(tokenizer, texts, count, length, tail, seed) -> Dataset:
     rows = mixed_samples(tokenizer, texts, count, length, tail, seed)
     return Dataset.from_list([{"input_ids": r["input_ids"], "target_mask": r["target_mask"], "kind": r["kind"]} for r in rows])
 
+# chosen on training-split windows after training (docs/training.md, "Protected local window")
+INFERENCE_LOCAL_WINDOW = {"smollm2-135m-instruct": 0.3}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -46,6 +50,11 @@ def main() -> None:
     parser.add_argument("--joint-steps", type=int, default=60, help="steps of the joint loss (one fresh sample each)")
     parser.add_argument("--length", type=int, default=640, help="tokens per training sample")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--local-window-ratio", type=float, default=None,
+        help="protected recent share written into the saved adapter for inference (training simulates the "
+        "default 0.1); default: the value chosen for --model in docs/training.md (SmolLM2: 0.3)",
+    )
     args = parser.parse_args()
 
     output_dir = args.output_dir or str(SHIPPED / args.model)
@@ -61,6 +70,10 @@ def main() -> None:
     del marked
     joint = samples(tokenizer, texts, args.joint_steps, args.length, tail, args.seed + 1)
     train(sdtp, joint, TrainingArguments(output_dir=output_dir, steps=args.joint_steps, learning_rate=5e-4, warmup_steps=5, save_every=0, seed=args.seed))
+    window = args.local_window_ratio if args.local_window_ratio is not None else INFERENCE_LOCAL_WINDOW.get(args.model)
+    if window is not None:
+        config = SDTPConfig.from_dict({**sdtp.sdtp_config.to_dict(), "local_window_ratio": window})
+        save_adapter(output_dir, config, sdtp.pruners.state_dict())
     print(f"adapter written to {output_dir}")
 
 
