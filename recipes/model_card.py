@@ -13,12 +13,11 @@ import argparse
 import json
 
 from sdtp_adapter.bench import compare, speed
-from sdtp_adapter.bench.common import SHIPPED_ADAPTERS
 from sdtp_adapter.bench.meta import meta_lines, read_results
 from sdtp_adapter.config import atomic_write_bytes
 from sdtp_adapter.hub import write_model_card
 from sdtp_adapter.persistence import load_adapter
-from sdtp_adapter.zoo import MODELS, SMOLLM2_135M
+from sdtp_adapter.zoo import MODELS, SHIPPED_ADAPTERS, SMOLLM2_135M
 
 
 def section(name: str, render, command: str) -> list[str]:

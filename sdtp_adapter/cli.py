@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import random
-from pathlib import Path
 
 import torch
 
@@ -14,9 +13,8 @@ from .data.corpora import shakespeare_texts
 from .data.tasks import retrieval_sample
 from .model import SDTPModel
 from .timing import interleaved, median
-from .zoo import SMOLLM2_135M, load_model, model_path
+from .zoo import SHIPPED_ADAPTERS, SMOLLM2_135M, load_model, model_path
 
-SHIPPED_ADAPTERS = Path(__file__).resolve().parent / "adapters"
 DEMO_SEED = 3
 
 

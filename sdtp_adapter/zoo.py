@@ -54,6 +54,7 @@ GEMMA3_270M = PackagedModel(
 )
 
 MODELS = {m.name: m for m in (SMOLLM2_135M, GEMMA3_270M)}
+SHIPPED_ADAPTERS = Path(__file__).resolve().parent / "adapters"  # one trained adapter per packaged model
 
 
 def cache_root() -> Path:

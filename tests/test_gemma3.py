@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sdtp_adapter import SDTPConfig, SDTPModel, get_sdtp_model
-from sdtp_adapter.cli import SHIPPED_ADAPTERS
+from sdtp_adapter.zoo import SHIPPED_ADAPTERS
 from sdtp_adapter.data.corpora import shakespeare_texts
 from sdtp_adapter.zoo import GEMMA3_270M, load_model
 

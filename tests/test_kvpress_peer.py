@@ -20,7 +20,7 @@ from conftest import random_ids, tiny_llama
 from sdtp_adapter.bench.meta import write_results
 from sdtp_adapter.bench.peers import kvpress as section
 from sdtp_adapter.bench.peers import kvpress_runner as runner
-from sdtp_adapter.cli import SHIPPED_ADAPTERS
+from sdtp_adapter.zoo import SHIPPED_ADAPTERS
 from sdtp_adapter.config import SDTPConfig
 from sdtp_adapter.schedule import StageSchedule
 

@@ -7,10 +7,10 @@ import torch
 
 from sdtp_adapter import SDTPConfig, SDTPModel, get_sdtp_model
 from sdtp_adapter.baselines import random_scorer
-from sdtp_adapter.cli import SHIPPED_ADAPTERS, main
+from sdtp_adapter.cli import main
 from sdtp_adapter.data.corpora import shakespeare_texts
 from sdtp_adapter.evaluation import compare_scorers, text_windows
-from sdtp_adapter.zoo import SMOLLM2_135M, load_model
+from sdtp_adapter.zoo import SHIPPED_ADAPTERS, SMOLLM2_135M, load_model
 
 pytestmark = pytest.mark.integration
 ADAPTER = SHIPPED_ADAPTERS / SMOLLM2_135M.name

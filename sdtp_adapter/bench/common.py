@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
 from ..data.corpora import shakespeare_texts
 from ..evaluation import text_windows
 from ..model import SDTPModel
-from ..zoo import MODELS, SMOLLM2_135M, load_model
-
-SHIPPED_ADAPTERS = Path(__file__).resolve().parents[1] / "adapters"
+from ..zoo import MODELS, SHIPPED_ADAPTERS, SMOLLM2_135M, load_model
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -341,7 +341,7 @@ def build_samples(tokenizer, args: argparse.Namespace, tail_ratio: float) -> dic
 
 def run(args: argparse.Namespace) -> dict:
     """Measure every sample group, write the plots and ``docs/benchmarks/observations.json``; return the results."""
-    from ..cli import SHIPPED_ADAPTERS
+    from ..zoo import SHIPPED_ADAPTERS
     from ..config import SDTPConfig
     from ..zoo import load_model
 

@@ -33,7 +33,8 @@ from ..pruning.cache import kv_bytes
 from ..schedule import flops_speedup_bound, prefill_flops, pruned_prefill_flops
 from ..timing import interleaved
 from ..zoo import GEMMA3_270M, MODELS, SMOLLM2_135M
-from .common import SHIPPED_ADAPTERS, add_model_arguments
+from ..zoo import SHIPPED_ADAPTERS
+from .common import add_model_arguments
 from .flops import flops_check, prefill_call
 from .memory import cpu_method, peak_memory
 from .meta import RESULTS_DIR, run_meta, write_results
