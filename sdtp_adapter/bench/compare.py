@@ -44,7 +44,7 @@ def kept_share(sdtp, length: int) -> float:
 
 
 def peer_methods(sdtp, tokenizer, share: float, args) -> list[Method]:
-    """LLMLingua at SDTP's kept share, keeping the same recent window verbatim that SDTP protects.
+    """LLMLingua at SDTP's kept share, keeping verbatim the same recent window that SDTP protects.
 
     One untimed compression of a training-split window first: the method calibrates its budget on its
     first call (extra passes), which would otherwise be charged to the first timed window.
@@ -55,8 +55,9 @@ def peer_methods(sdtp, tokenizer, share: float, args) -> list[Method]:
     from ..evaluation import text_windows
     from .peers.llmlingua import llmlingua_method
 
-    method = llmlingua_method(sdtp, tokenizer, rate=share, keep_last=sdtp.schedule.local_window_ratio)
-    method.name = "LLMLingua (same share, last 10% kept)"
+    window = sdtp.schedule.local_window_ratio
+    method = llmlingua_method(sdtp, tokenizer, rate=share, keep_last=window)
+    method.name = f"LLMLingua (same share, last {window:.0%} kept)"
     warmup = text_windows(tokenizer, list(shakespeare_texts("train").values()), 1, args.prefix, seed=1)[0]
     method.compress(tokenizer.decode(warmup[0].tolist()), "")
     return [method]
