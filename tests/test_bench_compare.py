@@ -42,7 +42,7 @@ def test_verdict_checks_every_target_against_baselines_and_llmlingua_only():
 def test_render_has_one_row_per_method_with_task_columns_and_the_verdict():
     rows = [row(compare.TRAINED, "pruning", 1.5, 0.05, 0.96, 0.8), row("recency", "pruning", 1.0, 0.06, 0.9, 0.2)]
     rows[0]["compression"] = None
-    data = {"results": dict(model="m", prefix=2048, continuation=128, windows=12, base_nll=3.1, sdtp_kept_share=0.59,
+    data = {"results": dict(model=compare.TARGET_MODEL, prefix=2048, continuation=128, windows=12, base_nll=3.1, sdtp_kept_share=0.59,
                             rows=rows, verdict=compare.verdict(rows)), "meta": {}}
     lines = compare.render(data)
     table = [line for line in lines if line.startswith("| ") and "prefill token share" not in line]
@@ -50,3 +50,6 @@ def test_render_has_one_row_per_method_with_task_columns_and_the_verdict():
     text = "\n".join(lines)
     assert "better dNLL than every baseline and LLMLingua: not met (not better than recency)" in text
     assert "better KL than every baseline and LLMLingua: met" in text
+    assert "LLMLingua compresses" not in text and "kvpress presses" not in text  # no such rows
+    data["results"]["model"] = "gemma3-270m"  # the targets are set for SmolLM2 only
+    assert "Targets" not in "\n".join(compare.render(data))
