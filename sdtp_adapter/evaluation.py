@@ -137,7 +137,7 @@ def compare_methods(
                     share = kept / prefix
                 else:
                     got = continuation_logprobs(model, window, prefix, prune=True, stats=stats)
-                    share = sum(model.active_schedule.tokens_per_layer(prefix, num_layers)) / (prefix * num_layers)
+                    share = model.active_schedule.kept_share(prefix, num_layers)
             acc = sums[method.name]
             acc[0] += ref_nll
             acc[1] += float(-got.gather(1, targets).sum())

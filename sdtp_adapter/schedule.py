@@ -66,6 +66,12 @@ class StageSchedule:
             counts.append(current)
         return counts
 
+    def kept_share(self, length: int, num_layers: int) -> float:
+        """Mean share of a ``length``-token prompt each of ``num_layers`` layers processes (and caches)."""
+        if length < 1 or num_layers < 1:
+            raise ValueError(f"length={length}, num_layers={num_layers}; allowed: both >= 1")
+        return sum(self.tokens_per_layer(length, num_layers)) / (length * num_layers)
+
 
 @dataclass(frozen=True)
 class ModelDims:

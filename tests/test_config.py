@@ -91,3 +91,13 @@ def test_flops_model_and_bound():
     assert 1.85 < bound4k < bound8k < 2.1
     keep_all = StageSchedule((4, 6), 1.0, 4, 0.1)
     assert flops_speedup_bound(dims, keep_all, 1024) == pytest.approx(1.0)
+
+
+def test_kept_share_is_the_mean_of_tokens_per_layer_over_the_prompt():
+    from sdtp_adapter.schedule import StageSchedule
+
+    schedule = StageSchedule(layers=(1, 3), keep_ratio=0.5, protected_first=2, local_window_ratio=0.1)
+    counts = schedule.tokens_per_layer(100, 5)  # [100, 50, 50, 25, 25]
+    assert schedule.kept_share(100, 5) == sum(counts) / 500 == 0.5
+    with pytest.raises(ValueError, match="length=0"):
+        schedule.kept_share(0, 5)

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def kept_share(sdtp, length: int) -> float:
     """Mean share of a ``length``-token prompt each layer processes under the adapter's schedule."""
     layers = model_dims(sdtp.base_model).num_layers
-    return sum(sdtp.schedule.tokens_per_layer(length, layers)) / (length * layers)
+    return sdtp.schedule.kept_share(length, layers)
 
 
 def peer_methods(sdtp, tokenizer, share: float, args) -> list[Method]:

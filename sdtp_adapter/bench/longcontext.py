@@ -150,7 +150,7 @@ def _kept_share(sdtp: SDTPModel, method: Method, prompt: int, original: int, num
         return prompt / original
     if not method.prune:
         return 1.0
-    return sum(sdtp.active_schedule.tokens_per_layer(prompt, num_layers)) / (prompt * num_layers)
+    return sdtp.active_schedule.kept_share(prompt, num_layers)
 
 
 def _accuracies(hits: dict, counts: dict, tasks: list[str], lengths: list[str]) -> dict:

@@ -32,9 +32,8 @@ from ..model import SDTPModel
 from ..pruning.cache import kv_bytes
 from ..schedule import flops_speedup_bound, prefill_flops, pruned_prefill_flops
 from ..timing import interleaved
-from ..zoo import GEMMA3_270M, MODELS, SMOLLM2_135M
-from ..zoo import SHIPPED_ADAPTERS
-from .common import add_model_arguments
+from ..zoo import GEMMA3_270M, MODELS, SHIPPED_ADAPTERS, SMOLLM2_135M
+from .common import add_model_arguments, heldout_ids
 from .flops import flops_check, prefill_call
 from .memory import cpu_method, peak_memory
 from .meta import RESULTS_DIR, run_meta, write_results
@@ -286,11 +285,10 @@ def load_inputs(model_name: str, adapter: str | None, dtype: torch.dtype, device
         all_ids = torch.randint(10, config.vocab_size, (max_length,)).tolist()
         weights, text = "random weights (speed only)", "random tokens"
     else:
-        from ..data.corpora import shakespeare_texts
         from ..zoo import load_model
 
         model, tokenizer = load_model(model_name, dtype=dtype)
-        all_ids = tokenizer("\n\n".join(shakespeare_texts("heldout").values()), add_special_tokens=False)["input_ids"]
+        all_ids = heldout_ids(tokenizer, max_length)[0].tolist()
         weights, text = "real weights", "held-out Shakespeare plays from their start"
     model.to(device)
     sdtp = SDTPModel.from_pretrained(model, adapter or SHIPPED_ADAPTERS / model_name)

@@ -86,17 +86,17 @@ def sdtp_kv_reduction(schedule: StageSchedule, prefix: int, num_layers: int) -> 
     """Share of the ``prefix x num_layers`` KV entries that SDTP's pruned prefill does not cache."""
     if prefix < 1 or num_layers < 1:
         raise ValueError(f"prefix={prefix}, num_layers={num_layers}; allowed: both >= 1")
-    return 1 - sum(schedule.tokens_per_layer(prefix, num_layers)) / (prefix * num_layers)
+    return 1 - schedule.kept_share(prefix, num_layers)
 
 
 def shipped_kv_reduction(prefix: int, model: str = MODEL) -> float:
     """``sdtp_kv_reduction`` of the shipped adapter of ``model`` (reads configs only, loads no weights)."""
     from ...config import SDTPConfig
-    from ...zoo import model_path
+    from ...zoo import SHIPPED_ADAPTERS, model_path
 
     num_layers = json.loads((model_path(model) / "config.json").read_text())["num_hidden_layers"]
-    adapter = Path(__file__).resolve().parents[2] / "adapters" / model
-    return sdtp_kv_reduction(SDTPConfig.from_pretrained(adapter).schedule(num_layers), prefix, num_layers)
+    schedule = SDTPConfig.from_pretrained(SHIPPED_ADAPTERS / model).schedule(num_layers)
+    return sdtp_kv_reduction(schedule, prefix, num_layers)
 
 
 def build_input(

@@ -288,7 +288,7 @@ def llmlingua_method(
             disabled while scoring).
         tokenizer: its tokenizer (also the target tokenizer).
         rate: kept share of the document's tokens, in ``(0, 1]``; for the same prefill compute as SDTP
-            pass ``sum(schedule.tokens_per_layer(N, L)) / (N * L)``.
+            pass ``schedule.kept_share(N, L)``.
         question_aware: LongLLMLingua's question-conditioned token-level compression.
         max_passes: compressions per call at most to hit ``rate`` (see ``LLMLinguaCompressor``); 1 runs
             LLMLingua once with ``target_token = rate * N`` (it then keeps about 0.85x of that).
