@@ -63,9 +63,6 @@ def last_query_attention_scorer(model: nn.Module):
     return score
 
 
-SCORERS = {"random": random_scorer(), "recency": recency_scorer, "norm": norm_scorer}
-
-
 def scorers_for(model) -> dict:
     """Every training-free scorer, named as in the benchmark tables, for ``model`` (a ``*ForCausalLM``)."""
     return {

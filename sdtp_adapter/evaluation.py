@@ -170,7 +170,3 @@ def compare_scorers(model: SDTPModel, windows: list[torch.Tensor], prefix: int, 
     """``compare_methods`` for ``{name: scorer}`` on the adapter's schedule (``None`` = the trained modules)."""
     return compare_methods(model, windows, prefix, [Method(name, scorer=scorer) for name, scorer in scorers.items()])
 
-
-def continuation_fidelity(model: SDTPModel, windows: list[torch.Tensor], prefix: int, scorer=None) -> Fidelity:
-    """Fidelity of one scorer (``None`` = the trained modules) over ``windows``."""
-    return compare_scorers(model, windows, prefix, {"scorer": scorer})["scorer"]
