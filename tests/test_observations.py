@@ -10,6 +10,7 @@ import torch
 
 from conftest import random_ids, tiny_llama
 from sdtp_adapter.bench import observations as obs
+from sdtp_adapter.bench import saliency_metrics as metrics
 from sdtp_adapter.schedule import StageSchedule
 from sdtp_adapter.training.saliency import token_saliency
 
@@ -61,7 +62,7 @@ def naive_stays_low(a: list[float], b: list[float], share: float) -> float:
 @pytest.mark.parametrize("fraction", [0.1, 0.5])
 def test_important_share_matches_loops(fraction):
     s = torch.rand(6, 40, generator=torch.Generator().manual_seed(3)) ** 4
-    got = obs.important_share(s, fraction)
+    got = metrics.important_share(s, fraction)
     want = [naive_important_share(row, fraction) for row in s.tolist()]
     assert got.tolist() == pytest.approx(want, abs=1e-7)
 
@@ -69,13 +70,13 @@ def test_important_share_matches_loops(fraction):
 def test_important_share_is_strictly_above_the_threshold():
     # 1.0 is the max; 0.1 sits exactly on 10% of it and is not counted
     s = torch.tensor([[1.0, 0.1, 0.11, 0.0]])
-    assert obs.important_share(s).tolist() == pytest.approx([0.5])
+    assert metrics.important_share(s).tolist() == pytest.approx([0.5])
 
 
 @pytest.mark.parametrize("share", [0.1, 0.25])
 def test_top_mass_share_matches_loops(share):
     s = torch.rand(6, 37, generator=torch.Generator().manual_seed(4))
-    got = obs.top_mass_share(s, share)
+    got = metrics.top_mass_share(s, share)
     want = [naive_top_mass(row, share) for row in s.tolist()]
     assert got.tolist() == pytest.approx(want, rel=1e-6)
 
@@ -83,13 +84,13 @@ def test_top_mass_share_matches_loops(share):
 # ----------------------------------------------------------------- layer-pair metrics
 def test_average_ranks_share_ties():
     s = saliency_with_ties()
-    got = obs.average_ranks(s)
+    got = metrics.average_ranks(s)
     assert got.tolist() == [naive_average_ranks(row) for row in s.tolist()]
 
 
 def test_spearman_matches_naive_rank_correlation_with_ties():
     s = saliency_with_ties(layers=4, n=31, seed=2)
-    got = obs.spearman_matrix(s)
+    got = metrics.spearman_matrix(s)
     rows = s.tolist()
     for a in range(4):
         for b in range(4):
@@ -98,7 +99,7 @@ def test_spearman_matches_naive_rank_correlation_with_ties():
 
 def test_spearman_of_monotone_and_reversed_rows():
     x = torch.rand(50, generator=torch.Generator().manual_seed(5))
-    got = obs.spearman_matrix(torch.stack([x, x**3 + 2, -x]))
+    got = metrics.spearman_matrix(torch.stack([x, x**3 + 2, -x]))
     want = torch.tensor([[1, 1, -1], [1, 1, -1], [-1, -1, 1]], dtype=torch.float64)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
@@ -106,7 +107,7 @@ def test_spearman_of_monotone_and_reversed_rows():
 @pytest.mark.parametrize("share", [0.5, 0.2])
 def test_stays_low_matches_loops_with_ties(share):
     s = saliency_with_ties(layers=5, n=23, seed=7)
-    got = obs.stays_low_matrix(s, share)
+    got = metrics.stays_low_matrix(s, share)
     rows = s.tolist()
     for a in range(5):
         for b in range(5):
@@ -115,13 +116,13 @@ def test_stays_low_matches_loops_with_ties(share):
 
 
 def test_low_mask_counts_the_same_number_of_tokens_per_layer():
-    mask = obs.low_mask(saliency_with_ties(layers=3, n=11), 0.5)
+    mask = metrics.low_mask(saliency_with_ties(layers=3, n=11), 0.5)
     assert mask.sum(dim=-1).tolist() == [5, 5, 5]
 
 
 def test_stays_low_is_one_for_the_same_order_and_zero_for_the_reversed():
     x = torch.arange(10.0)
-    got = obs.stays_low_matrix(torch.stack([x, 2 * x, -x]))
+    got = metrics.stays_low_matrix(torch.stack([x, 2 * x, -x]))
     assert got.tolist() == [[1, 1, 0], [1, 1, 0], [0, 0, 1]]
 
 
@@ -131,7 +132,7 @@ def test_sample_metrics_use_only_candidates():
     s[:, 0] = 1000.0  # an attention sink would set every layer's max
     candidates = torch.ones(30, dtype=torch.bool)
     candidates[:2] = False
-    got = obs.sample_metrics(s, candidates)
+    got = metrics.sample_metrics(s, candidates)
     rest = s[:, 2:].tolist()
     assert got["important_share"].tolist() == pytest.approx([naive_important_share(r, 0.1) for r in rest])
     assert got["important_share_all"].tolist() == pytest.approx([naive_important_share(r, 0.1) for r in s.tolist()])
@@ -142,18 +143,18 @@ def test_sample_metrics_use_only_candidates():
 
 def test_sample_metrics_rejects_fewer_than_two_candidates():
     with pytest.raises(ValueError, match="candidates"):
-        obs.sample_metrics(torch.rand(3, 5), torch.tensor([True, False, False, False, False]))
+        metrics.sample_metrics(torch.rand(3, 5), torch.tensor([True, False, False, False, False]))
 
 
 def test_mean_metrics_averages_over_samples():
     a = {"important_share": torch.tensor([0.2, 0.4]), "spearman": torch.eye(2)}
     b = {"important_share": torch.tensor([0.4, 0.0]), "spearman": torch.ones(2, 2)}
-    got = obs.mean_metrics([a, b])
+    got = metrics.mean_metrics([a, b])
     assert got["samples"] == 2
     assert got["important_share"] == pytest.approx([0.3, 0.2])
     assert got["spearman"] == [[1.0, 0.5], [0.5, 1.0]]
     with pytest.raises(ValueError, match="per_sample"):
-        obs.mean_metrics([])
+        metrics.mean_metrics([])
 
 
 # ----------------------------------------------------------------- saliency on a tiny model
@@ -162,7 +163,7 @@ def test_layer_saliency_matches_token_saliency_per_layer():
     ids = random_ids(40)
     target = torch.zeros(1, 40, dtype=torch.bool)
     target[:, 30:] = True
-    every = obs.layer_saliency(model, ids, target)
+    every = metrics.layer_saliency(model, ids, target)
     assert every.shape == (6, 40) and every.dtype == torch.float32
     assert bool((every >= 0).all())
     for layer in (0, 3, 5):
@@ -173,7 +174,7 @@ def test_layer_saliency_matches_token_saliency_per_layer():
 def test_layer_saliency_rejects_a_batch():
     model = tiny_llama(layers=2)
     with pytest.raises(ValueError, match="input_ids"):
-        obs.layer_saliency(model, random_ids(8, batch=2), torch.ones(2, 8, dtype=torch.bool))
+        metrics.layer_saliency(model, random_ids(8, batch=2), torch.ones(2, 8, dtype=torch.bool))
 
 
 def test_measure_means_per_group_and_leaves_protected_tokens_out():
@@ -190,7 +191,7 @@ def test_measure_means_per_group_and_leaves_protected_tokens_out():
     # by hand: candidates are positions 2 .. 15 (first 2 and last ceil(0.2 * 20) = 4 protected)
     per = []
     for row in rows:
-        s = obs.layer_saliency(model, torch.tensor([row["input_ids"]]), torch.tensor([row["target_mask"]]))
+        s = metrics.layer_saliency(model, torch.tensor([row["input_ids"]]), torch.tensor([row["target_mask"]]))
         per.append([naive_important_share(r, 0.1) for r in s[:, 2:16].tolist()])
     assert got["a"]["important_share"] == pytest.approx([(x + y) / 2 for x, y in zip(*per)], abs=6e-6)
     assert got["b"]["important_share"] == pytest.approx(per[0], abs=6e-6)
