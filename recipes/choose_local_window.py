@@ -12,7 +12,6 @@ speed is unchanged. Results are printed; docs/training.md records the run behind
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from sdtp_adapter.baselines import recency_scorer
 from sdtp_adapter.bench import longcontext
@@ -34,18 +33,16 @@ def main() -> None:
     windows = text_windows(tokenizer, train_texts, args.windows, 2048 + 128, seed=7)
     samples = longcontext.task_suite(tokenizer, train_texts, longcontext.DEFAULT_LENGTHS, longcontext.DEFAULT_DEPTHS,
                                      longcontext.DEFAULT_PER_CELL, 11, longcontext.DEFAULT_TASKS) if args.tasks else []
-    adapter_schedule = sdtp.active_schedule
     for ratio in args.ratios:
         if not 0.0 <= ratio < 1.0:
             raise ValueError(f"--ratios: {ratio} must be in [0, 1)")
-        sdtp.controller.set_schedule(dataclasses.replace(adapter_schedule, local_window_ratio=ratio))
-        fidelity = compare_methods(sdtp, windows, 2048, [Method("SDTP"), Method("recency", scorer=recency_scorer)])
-        for name, f in fidelity.items():
-            print(f"window {ratio}: {name}: dNLL {f.delta_nll_pct:+.2f}%  top-1 {f.top1:.3f}  KL {f.kl:.4f}", flush=True)
-        if samples:
-            accuracy = longcontext.evaluate_tasks(sdtp, tokenizer, samples, [Method("SDTP")])["accuracy"]["SDTP"]
-            print(f"window {ratio}: SDTP long-context accuracy {accuracy['overall']:.3f} {accuracy['per_task']}", flush=True)
-    sdtp.controller.set_schedule(adapter_schedule)
+        with sdtp.use_schedule(local_window_ratio=ratio):
+            fidelity = compare_methods(sdtp, windows, 2048, [Method("SDTP"), Method("recency", scorer=recency_scorer)])
+            for name, f in fidelity.items():
+                print(f"window {ratio}: {name}: dNLL {f.delta_nll_pct:+.2f}%  top-1 {f.top1:.3f}  KL {f.kl:.4f}", flush=True)
+            if samples:
+                accuracy = longcontext.evaluate_tasks(sdtp, tokenizer, samples, [Method("SDTP")])["accuracy"]["SDTP"]
+                print(f"window {ratio}: SDTP long-context accuracy {accuracy['overall']:.3f} {accuracy['per_task']}", flush=True)
 
 
 if __name__ == "__main__":

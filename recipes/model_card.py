@@ -14,7 +14,7 @@ import json
 
 from sdtp_adapter.bench import compare, speed
 from sdtp_adapter.bench.meta import meta_lines, read_results
-from sdtp_adapter.config import atomic_write_bytes
+from sdtp_adapter.files import atomic_write_bytes
 from sdtp_adapter.hub import write_model_card
 from sdtp_adapter.persistence import load_adapter
 from sdtp_adapter.zoo import MODELS, SHIPPED_ADAPTERS, SMOLLM2_135M
@@ -43,6 +43,7 @@ def main() -> None:
         "\n".join(lines),
         f"`python recipes/train.py{flag}` (see docs/training.md for the settings used), then "
         f"`sdtp bench compare{flag}`, `sdtp bench speed{flag}` and `python recipes/model_card.py{flag}`.",
+        base_weights=MODELS[args.model].upstream.split(" (", 1)[-1].rstrip(")") + ", dequantised to fp32",
     )
     rows = read_results(f"compare-{args.model}")["results"]["rows"]
     atomic_write_bytes(folder / "eval_results.json", (json.dumps(rows, indent=1) + "\n").encode())

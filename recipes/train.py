@@ -60,7 +60,7 @@ def main() -> None:
     output_dir = args.output_dir or str(SHIPPED / args.model)
     torch.manual_seed(args.seed)
     model, tokenizer = load_model(args.model)
-    sdtp = get_sdtp_model(model, SDTPConfig(base_model_name_or_path=MODELS[args.model].upstream))
+    sdtp = get_sdtp_model(model, SDTPConfig(base_model_name_or_path=MODELS[args.model].hub_id))
     sdtp.print_trainable_parameters()
     texts = list(shakespeare_texts("train").values())
     tail = sdtp.sdtp_config.saliency_tail_ratio
@@ -69,7 +69,7 @@ def main() -> None:
     print("warm start losses per epoch:", [round(x, 4) for x in fit_to_saliency(sdtp, marked, args.warm_epochs, seed=args.seed)])
     del marked
     joint = samples(tokenizer, texts, args.joint_steps, args.length, tail, args.seed + 1)
-    train(sdtp, joint, TrainingArguments(output_dir=output_dir, steps=args.joint_steps, learning_rate=5e-4, warmup_steps=5, save_every=0, seed=args.seed))
+    train(sdtp, joint, TrainingArguments(output_dir=output_dir, steps=args.joint_steps, learning_rate=5e-4, warmup_steps=5, save_every=0, seed=args.seed, overwrite_output_dir=True))
     window = args.local_window_ratio if args.local_window_ratio is not None else INFERENCE_LOCAL_WINDOW.get(args.model)
     if window is not None:
         config = SDTPConfig.from_dict({**sdtp.sdtp_config.to_dict(), "local_window_ratio": window})

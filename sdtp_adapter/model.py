@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import dataclasses
 import os
-from typing import Iterator
+import warnings
+import weakref
+from typing import ContextManager, Sequence
 
 import torch
 from torch import nn
 
 from .architectures import model_dims
 from .config import SDTPConfig
-from .hub import download_adapter, push_to_hub
+from .files import CorruptedFileError
+from .hub import push_to_hub, resolve_adapter
 from .persistence import load_adapter, save_adapter
 from .quantization import disable_cpu_repacking
-from .pruning.controller import PruningController, Scorer
-from .pruning.module import TokenPruner, keep_margin
+from .pruning.controller import PruningController, Scorer, Simulation
+from .pruning.module import ModuleScorer, TokenPruner
 from .pruning.state import PruningRecord
 
 
@@ -27,20 +30,40 @@ class SDTPModel(nn.Module):
     hooks on the base model's decoder. Unknown attributes (``config``, ``device``, ``dtype``...) are
     looked up on the base model, as PEFT does.
 
+    One model may serve several threads at once: each call gets exactly the result it would get alone,
+    and the context managers (``disable_pruning``, ``use_scorer``, ``use_schedule``, ``simulate``) act
+    on the calling thread only. A base model carries at most one adapter: attaching a second one
+    detaches the first (with a warning), and ``unload()`` (or deleting the wrapper) removes the hooks.
+
     Attributes:
         base_model: the wrapped model; its parameters are frozen.
-        sdtp_config: the ``SDTPConfig`` (layer count and hidden size filled in).
-        pruners: ``ModuleDict`` keyed by the stage layer index as a string.
+        sdtp_config: the ``SDTPConfig`` (a copy of the one given, layer count and hidden size filled in).
+        pruners: ``ModuleDict`` keyed by the stage layer index as a string (``pruner(layer)`` reads one).
     """
 
     def __init__(self, model: nn.Module, config: SDTPConfig, scorer: Scorer | None = None):
         super().__init__()
+        if isinstance(model, SDTPModel):
+            raise TypeError(
+                "model is already an SDTPModel; attach the adapter to its base model instead "
+                "(base = sdtp_model.unload())"
+            )
+        if not isinstance(config, SDTPConfig):
+            raise TypeError(f"config must be an SDTPConfig, got {type(config).__name__}")
+        if scorer is not None and not callable(scorer):
+            raise TypeError(f"scorer must be callable (layer, hidden [B, n, d], positions [B, n]) -> [B, n]; got {scorer!r}")
         dims = model_dims(model)
+        config = copy.deepcopy(config)  # attaching never changes the caller's config (one config, many models)
+        config.validate()
         for name, actual in (("num_hidden_layers", dims.num_layers), ("hidden_size", dims.hidden_size)):
             expected = getattr(config, name)
             if expected is not None and expected != actual:
-                raise ValueError(f"SDTPConfig.{name}={expected} does not match the base model ({actual})")
+                raise ValueError(
+                    f"SDTPConfig.{name}={expected} does not match the base model ({actual}): this adapter was made "
+                    f"for another model ({config.base_model_name_or_path or 'unnamed'})"
+                )
             setattr(config, name, actual)
+        config.check_model(dims.num_layers, dims.hidden_size)
         if config.base_model_name_or_path is None:
             config.base_model_name_or_path = getattr(model.config, "_name_or_path", None) or None
         self.base_model = model
@@ -53,88 +76,134 @@ class SDTPModel(nn.Module):
         for param in model.parameters():
             param.requires_grad_(False)
         disable_cpu_repacking(model)  # the saliency and training passes backpropagate through the base
-        self.controller = PruningController(model, self.schedule, scorer or self.score_tokens, config.prune_later_chunks)
+        _detach_previous(model)
+        controller = PruningController(model, self.schedule, scorer or ModuleScorer(self.pruners), config.prune_later_chunks)
+        self.__dict__["controller"] = controller  # not a submodule: keeps it out of state_dict and repr
+        _ATTACHED[model] = weakref.ref(self)
+        # deleting the wrapper removes its hooks: nothing on the base model refers back to the wrapper
+        self._finalizer = weakref.finalize(self, controller.remove)
 
     # ------------------------------------------------------------------ behaviour of the base model
     def forward(self, *args, **kwargs):
+        self._check_attached("forward")
         return self.base_model(*args, **kwargs)
 
     def generate(self, *args, **kwargs):
+        self._check_attached("generate")
         return self.base_model.generate(*args, **kwargs)
 
     def __getattr__(self, name: str):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if name == "base_model":
+            if name in ("base_model", "controller"):
                 raise
             return getattr(self.base_model, name)
 
+    def _check_attached(self, what: str) -> None:
+        if not self.controller.attached:
+            raise RuntimeError(
+                f"{what}() on an SDTPModel whose adapter was unloaded (unload(), or another adapter attached to the "
+                "same base model): call the base model returned by unload() directly, or attach the adapter again"
+            )
+
+    def pruner(self, layer: int) -> TokenPruner:
+        """The pruning module of stage ``layer``."""
+        if str(layer) not in self.pruners:
+            raise ValueError(f"layer {layer} has no pruning module; the adapter's stage layers are {list(self.schedule.layers)}")
+        return self.pruners[str(layer)]
+
     def score_tokens(self, layer: int, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Keep-minus-drop margin of stage ``layer``'s module: ``[B, n, d] -> [B, n]``."""
-        if str(layer) not in self.pruners:
-            raise ValueError(
-                f"layer {layer} has no trained pruning module; the adapter's stage layers are "
-                f"{list(self.schedule.layers)} (use a subset of them, or use_scorer() with a training-free scorer)"
-            )
-        return keep_margin(self.pruners[str(layer)](hidden))
+        return ModuleScorer(self.pruners)(layer, hidden, positions)
 
     @property
     def active_schedule(self):
-        """The ``StageSchedule`` the next pruned forward uses (``schedule`` unless ``use_schedule`` is active)."""
-        return self.controller.schedule
+        """The ``StageSchedule`` this thread's next pruned forward uses (``schedule`` unless ``use_schedule`` is active)."""
+        return self.controller.schedule.value
 
     @property
     def last_pruning(self) -> PruningRecord | None:
-        """Kept positions per layer and early-exit positions of the last pruned prefill."""
+        """Kept positions per layer and early-exit positions of this thread's last pruned prefill."""
         return self.controller.last_record
 
-    @contextlib.contextmanager
-    def disable_pruning(self) -> Iterator[None]:
-        """Run the base model untouched inside this block (prompts are not pruned)."""
-        previous, self.controller.enabled = self.controller.enabled, False
-        try:
-            yield
-        finally:
-            self.controller.enabled = previous
+    def disable_pruning(self) -> ContextManager[None]:
+        """Run the base model untouched inside this block, in this thread (prompts are not pruned)."""
+        self._check_attached("disable_pruning")
+        return self.controller.enabled.override(False)
 
-    @contextlib.contextmanager
-    def use_scorer(self, scorer: Scorer) -> Iterator[None]:
-        """Rank tokens with ``scorer`` instead of the trained modules (baselines on the same schedule)."""
-        previous, self.controller.scorer = self.controller.scorer, scorer
-        try:
-            yield
-        finally:
-            self.controller.scorer = previous
+    def use_scorer(self, scorer: Scorer) -> ContextManager[None]:
+        """Rank tokens with ``scorer`` instead of the trained modules (baselines on the same schedule), in this thread.
 
-    @contextlib.contextmanager
-    def use_schedule(self, layers: tuple[int, ...] | None = None, keep_ratio: float | None = None) -> Iterator[None]:
-        """Prune with other stage ``layers`` and/or per-stage ``keep_ratio`` inside this block.
+        ``scorer(layer, hidden [B, n, d], positions [B, n]) -> [B, n]`` floating scores, higher = keep.
+        """
+        self._check_attached("use_scorer")
+        if not callable(scorer):
+            raise TypeError(f"use_scorer needs a callable (layer, hidden, positions) -> scores [B, n]; got {scorer!r}")
+        return self.controller.scorer.override(scorer)
+
+    def use_schedule(
+        self,
+        layers: Sequence[int] | None = None,
+        keep_ratio: float | None = None,
+        local_window_ratio: float | None = None,
+    ) -> ContextManager[None]:
+        """Prune with other stage ``layers``, per-stage ``keep_ratio`` and/or ``local_window_ratio`` inside
+        this block, in this thread.
 
         Sweeps and the 5-stage "SDTP-low" variant use this; with the trained modules the layers must be
         a subset of the adapter's stages (a training-free scorer from ``use_scorer`` can use any layer).
         """
+        self._check_attached("use_schedule")
         num_layers = model_dims(self.base_model).num_layers
+        if isinstance(layers, (str, bytes)) or (layers is not None and not isinstance(layers, Sequence)):
+            raise TypeError(f"layers={layers!r} is invalid: expected a sequence of layer indices such as (4, 6, 8)")
         new = dataclasses.replace(
             self.schedule,
-            layers=tuple(self.schedule.layers if layers is None else (int(x) for x in layers)),
-            keep_ratio=self.schedule.keep_ratio if keep_ratio is None else float(keep_ratio),
-        )
-        if not new.layers or list(new.layers) != sorted(set(new.layers)) or not 0 <= new.layers[0] <= new.layers[-1] < num_layers:
-            raise ValueError(f"layers={list(new.layers)} must be strictly increasing layer indices in [0, {num_layers})")
-        if not 0.0 < new.keep_ratio <= 1.0:
-            raise ValueError(f"keep_ratio={new.keep_ratio} must be in (0, 1]")
-        previous = self.controller.schedule
-        self.controller.set_schedule(new)
-        try:
-            yield
-        finally:
-            self.controller.set_schedule(previous)
+            layers=self.schedule.layers if layers is None else tuple(layers),
+            keep_ratio=self.schedule.keep_ratio if keep_ratio is None else keep_ratio,
+            local_window_ratio=self.schedule.local_window_ratio if local_window_ratio is None else local_window_ratio,
+        )  # StageSchedule checks each value
+        if new.layers[-1] >= num_layers:
+            raise ValueError(f"layers={list(new.layers)} is invalid: the model has {num_layers} layers (allowed: 1 <= layer < {num_layers})")
+        return self.controller.schedule.override(new)
+
+    def simulate(self, simulation: Simulation) -> ContextManager[None]:
+        """Inside this block (this thread), forwards simulate pruning with ``simulation`` (training) instead of
+        dropping tokens."""
+        self._check_attached("simulate")
+        return self.controller.simulation.override(simulation)
 
     def unload(self) -> nn.Module:
-        """Remove every hook and return the base model (its parameters stay frozen)."""
+        """Remove every hook and return the base model (its parameters stay frozen).
+
+        The wrapper refuses ``forward``, ``generate`` and the context managers afterwards.
+        """
         self.controller.remove()
+        if _ATTACHED.get(self.base_model, lambda: None)() is self:
+            del _ATTACHED[self.base_model]
         return self.base_model
+
+    # ------------------------------------------------------------------ copies
+    def __deepcopy__(self, memo: dict) -> "SDTPModel":
+        """A copy with its own base model and modules that prunes like the original."""
+        self._check_attached("copy.deepcopy")
+        self.controller.remove()  # the hooks hold thread-local state that cannot be copied
+        try:
+            base = copy.deepcopy(self.base_model, memo)
+        finally:
+            self.controller.attach()
+        scorer = self.controller.scorer.default
+        clone = type(self)(base, self.sdtp_config, None if isinstance(scorer, ModuleScorer) else scorer)
+        clone.pruners.load_state_dict(self.pruners.state_dict())
+        clone.controller.set_schedule(self.controller.schedule.default)
+        return clone
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError(
+            "an SDTPModel cannot be pickled (torch.save(model) pickles it): save the adapter with "
+            "save_pretrained(folder) and load it with SDTPModel.from_pretrained(base_model, folder)"
+        )
 
     # ------------------------------------------------------------------ parameters
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
@@ -157,18 +226,36 @@ class SDTPModel(nn.Module):
     @classmethod
     def from_pretrained(cls, model: nn.Module, directory: str | os.PathLike) -> "SDTPModel":
         """Attach the adapter saved in ``directory`` (a local folder or a Hub repo id) to ``model``."""
-        if not os.path.isdir(directory) and str(directory).count("/") == 1 and not str(directory).startswith((".", "/")):
-            directory = download_adapter(str(directory))
+        directory = resolve_adapter(directory)  # local folder, else shipped adapter name, else Hub id
         config, weights = load_adapter(directory)
         sdtp = cls(model, config)
-        expected = set(sdtp.pruners.state_dict())
-        if set(weights) != expected:
-            raise ValueError(
+        expected = {key: tuple(value.shape) for key, value in sdtp.pruners.state_dict().items()}
+        found = {key: tuple(value.shape) for key, value in weights.items()}
+        if found != expected:
+            sdtp.unload()
+            wrong = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])
+            raise CorruptedFileError(
                 f"adapter weights in {str(directory)!r} do not match its config: missing "
-                f"{sorted(expected - set(weights))}, unexpected {sorted(set(weights) - expected)}"
+                f"{sorted(set(expected) - set(found))}, unexpected {sorted(set(found) - set(expected))}, "
+                f"wrong shape {[f'{k}: {list(found[k])} (config expects {list(expected[k])})' for k in wrong]}"
             )
         sdtp.pruners.load_state_dict(weights)
         return sdtp
+
+
+# base model -> the wrapper whose hooks it carries (weak both ways: neither keeps the other alive)
+_ATTACHED: "weakref.WeakKeyDictionary[nn.Module, weakref.ref]" = weakref.WeakKeyDictionary()
+
+
+def _detach_previous(model: nn.Module) -> None:
+    previous = _ATTACHED.get(model, lambda: None)()
+    if previous is not None and previous.controller.attached:
+        warnings.warn(
+            "this base model already had an SDTP adapter attached; its hooks were removed and the earlier SDTPModel "
+            "wrapper is now unloaded (call unload() on a wrapper before attaching another to silence this)",
+            stacklevel=4,
+        )
+        previous.unload()
 
 
 def get_sdtp_model(model: nn.Module, config: SDTPConfig | None = None) -> SDTPModel:

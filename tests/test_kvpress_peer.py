@@ -225,6 +225,7 @@ def test_render_plot_and_load_results(tmp_path):
 
 
 # ---------------------------------------------------------------- the real runner, when its environment exists
+@pytest.mark.peers
 @pytest.mark.skipif(not (section.DEFAULT_ENV / section.INSTALLED_MARKER).is_file(), reason="make kvpress-env not run")
 def test_runner_in_the_kvpress_env_on_a_tiny_model(tmp_path):
     model = tiny_llama(layers=2)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from conftest import random_ids, tiny_llama
 from sdtp_adapter import SDTPConfig, SDTPModel, get_sdtp_model
@@ -47,6 +47,11 @@ def test_missing_or_mismatched_files_fail_clearly(tmp_path):
     config = SDTPConfig.from_pretrained(tmp_path)
     config.prune_layers = [2, 4]
     config.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="different saves"):
+        SDTPModel.from_pretrained(tiny_llama(), tmp_path)
+    # weights written without the embedded config (older releases) are still matched to the config
+    weights = load_file(tmp_path / WEIGHTS_NAME)
+    save_file(weights, tmp_path / WEIGHTS_NAME)
     with pytest.raises(ValueError, match="unexpected"):
         SDTPModel.from_pretrained(tiny_llama(), tmp_path)
 

@@ -64,3 +64,6 @@ def test_demo_prints_answer_speed_and_kept_tokens(capsys):
     main(["demo", "--tokens", "800", "--repeats", "1", "--max-new-tokens", "12"])
     printed = capsys.readouterr().out
     assert "answer (SDTP):" in printed and "speedup" in printed and "tokens kept per stage" in printed
+    # a line per phase, the timing rounds numbered, the total at the end
+    assert "step 1/6: loading the base model smollm2-135m-instruct" in printed and "step 6/6: timing" in printed
+    assert "round 1/1" in printed and printed.strip().splitlines()[-1].startswith("total time:")

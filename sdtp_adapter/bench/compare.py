@@ -30,8 +30,8 @@ TARGET_MODEL = "smollm2-135m-instruct"  # the model the targets are set for
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--windows", type=int, default=12, help="held-out prose windows for fidelity")
-    parser.add_argument("--prefix", type=int, default=2048)
-    parser.add_argument("--continuation", type=int, default=128)
+    parser.add_argument("--prefix", type=int, default=2048, help="prompt tokens of each window (pruned by SDTP)")
+    parser.add_argument("--continuation", type=int, default=128, help="tokens after the prompt scored against the unpruned model")
     parser.add_argument("--no-tasks", action="store_true", help="skip the synthetic long-context suite")
     parser.add_argument("--no-llmlingua", action="store_true", help="skip LLMLingua (needs `pip install '.[peers]'`)")
     parser.add_argument("--no-kvpress", action="store_true", help="skip kvpress (runs in its own environment)")

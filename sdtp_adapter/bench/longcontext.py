@@ -45,13 +45,13 @@ def add_suite_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-cell", type=int, default=DEFAULT_PER_CELL, help="samples per task x length x depth")
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS), choices=SUITE_TASKS,
                         help="tasks to run (vartrack is at chance for SmolLM2-135M, so not in the default)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the samples (each cell draws from its own RNG)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     add_suite_arguments(parser)
-    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS)
+    parser.add_argument("--max-new-tokens", type=int, default=MAX_NEW_TOKENS, help="greedy tokens generated for each answer")
 
 
 def task_suite(

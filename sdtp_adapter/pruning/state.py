@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..schedule import StageSchedule
 from .cache import SDTPCache
 from .gather import gather_mask, gather_tokens
 
@@ -32,6 +33,8 @@ class ForwardState:
         last_hidden: ``[B, N, d]`` each slot's latest hidden state, for early-exit logits.
         kept: ``{layer: [B, k_layer]}`` positions entering each layer at or after the first stage
             (``-1`` for fillers).
+        schedule, scorer: the settings this forward prunes by, read once when it starts.
+        nan_scores: ``[]`` bool on the device, True once any stage's scores held a NaN.
     """
 
     mode: str
@@ -47,6 +50,9 @@ class ForwardState:
     valid: torch.Tensor | None = None
     last_hidden: torch.Tensor | None = None
     kept: dict[int, torch.Tensor] = field(default_factory=dict)
+    schedule: StageSchedule | None = None
+    scorer: Any = None
+    nan_scores: torch.Tensor | None = None
     _memo: dict[int, Any] = field(default_factory=dict)
     _fillers: bool = False
 
@@ -55,6 +61,11 @@ class ForwardState:
         self.lengths = [self.length - int(p) for p in pad.tolist()]
         self.real = torch.arange(self.length, device=pad.device)[None] >= pad[:, None]
         self._fillers = bool(pad.any())
+
+    def stage_of(self, layer: int) -> int | None:
+        """Index of ``layer`` among the schedule's stages, or None if it does not prune."""
+        layers = self.schedule.layers
+        return layers.index(layer) if layer in layers else None
 
     def set_index(self, index: torch.Tensor, valid: torch.Tensor) -> None:
         self.index, self.valid = index, valid

@@ -39,12 +39,9 @@ def sdtp_loss(model: SDTPModel, input_ids: torch.Tensor, target_mask: torch.Tens
         saliency = token_saliency(model.base_model, input_ids, target_mask, list(model.schedule.layers))
     prepare_4bit_for_backward(model.base_model)  # the saliency pass did it too; cheap when nothing is packed
     simulation = MaskSimulation(model.schedule, model.pruners, input_ids.shape[1], cfg.gumbel_temperature, gumbel)
-    model.controller.simulation = simulation
-    try:
-        keep = target_span(target_mask)
+    keep = target_span(target_mask)
+    with model.simulate(simulation):
         logits = model(input_ids=input_ids, use_cache=False, logits_to_keep=keep).logits
-    finally:
-        model.controller.simulation = None
     lm = lm_loss(logits, input_ids[:, -keep:], target_mask[:, -keep:])
     mse_terms, rank_terms = [], []
     for record in simulation.records:

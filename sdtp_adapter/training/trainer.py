@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import asdict, dataclass, field
+import shutil
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from ..config import atomic_write_bytes
+from ..files import atomic_write_bytes
 from ..model import SDTPModel
+from ..schedule import is_int, is_number
 from .losses import saliency_losses
 from .marking import MarkedSample
 from .objective import sdtp_loss
@@ -31,6 +33,7 @@ class TrainingArguments:
         max_grad_norm: gradient clipping.
         save_every: checkpoint period in steps (0 = only the final adapter).
         seed: shuffling and Gumbel noise seed.
+        overwrite_output_dir: train into a non-empty ``output_dir`` (its earlier checkpoints are removed).
     """
 
     output_dir: str
@@ -40,15 +43,19 @@ class TrainingArguments:
     max_grad_norm: float = 1.0
     save_every: int = 100
     seed: int = 0
-    history: list[dict] = field(default_factory=list, repr=False)
+    overwrite_output_dir: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("steps", "warmup_steps", "save_every"):
+        for name in ("steps", "warmup_steps", "save_every", "seed"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 0 or (name == "steps" and value == 0):
+            if not is_int(value) or value < 0 or (name == "steps" and value == 0):
                 raise ValueError(f"TrainingArguments.{name}={value!r} is invalid: expected an integer >= {int(name == 'steps')}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"TrainingArguments.learning_rate={self.learning_rate!r} is invalid: expected > 0")
+        for name in ("learning_rate", "max_grad_norm"):
+            value = getattr(self, name)
+            if not is_number(value) or not value > 0:
+                raise ValueError(f"TrainingArguments.{name}={value!r} is invalid: expected a finite number > 0")
+        if not isinstance(self.overwrite_output_dir, bool):
+            raise ValueError(f"TrainingArguments.overwrite_output_dir={self.overwrite_output_dir!r} is invalid: expected True or False")
 
 
 def train(model: SDTPModel, dataset, args: TrainingArguments) -> list[dict]:
@@ -56,9 +63,16 @@ def train(model: SDTPModel, dataset, args: TrainingArguments) -> list[dict]:
 
     Returns the per-step loss history, also written to ``output_dir/trainer_state.json``.
     """
-    missing = {"input_ids", "target_mask"} - set(dataset.column_names)
-    if missing:
-        raise ValueError(f"dataset lacks columns {sorted(missing)}; it needs 'input_ids' and 'target_mask'")
+    check_dataset(dataset, model.config.vocab_size)
+    out = Path(args.output_dir)
+    if out.is_dir() and any(out.iterdir()):
+        if not args.overwrite_output_dir:
+            raise ValueError(
+                f"TrainingArguments.output_dir={args.output_dir!r} is not empty (an earlier run's files): "
+                "choose another folder or set overwrite_output_dir=True"
+            )
+        for old in out.glob("checkpoint-*"):
+            shutil.rmtree(old)  # stale checkpoints of the earlier run would mix with this run's
     torch.manual_seed(args.seed)
     accelerator = Accelerator()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -67,7 +81,6 @@ def train(model: SDTPModel, dataset, args: TrainingArguments) -> list[dict]:
     model.pruners.train()
     order = list(range(len(dataset)))
     rng = random.Random(args.seed)
-    out = Path(args.output_dir)
     history: list[dict] = []
     bar = tqdm(range(1, args.steps + 1), desc="sdtp train", disable=not accelerator.is_local_main_process)
     for step in bar:
@@ -77,6 +90,13 @@ def train(model: SDTPModel, dataset, args: TrainingArguments) -> list[dict]:
         ids = torch.tensor([row["input_ids"]], device=accelerator.device)
         target = torch.tensor([row["target_mask"]], dtype=torch.bool, device=accelerator.device)
         terms = sdtp_loss(model, ids, target)
+        if not math.isfinite(terms.total.item()):
+            saved = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+            raise FloatingPointError(
+                f"training loss is {terms.total.item()} at step {step} (row {order[(step - 1) % len(order)]}); stopped "
+                f"without saving this adapter. Last good checkpoint: {str(saved[-1]) if saved else 'none'}. "
+                "Lower learning_rate or check the data."
+            )
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(terms.total)
         accelerator.clip_grad_norm_(params, args.max_grad_norm)
@@ -97,8 +117,10 @@ def fit_to_saliency(model: SDTPModel, marked: list[MarkedSample], epochs: int, l
     Minimises ``w_mse * L_mse + w_rank * L_rank`` averaged over stages (weights from the config),
     one sample per step, without running the base model. Returns the mean loss of each epoch.
     """
-    if epochs < 1:
-        raise ValueError(f"epochs={epochs} is invalid: expected an integer >= 1")
+    if not is_int(epochs) or epochs < 1:
+        raise ValueError(f"epochs={epochs!r} is invalid: expected an integer >= 1")
+    if not marked:
+        raise ValueError("marked is empty: fit_to_saliency needs at least one token-marked sample")
     cfg = model.sdtp_config
     params = [p for p in model.pruners.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
@@ -124,6 +146,30 @@ def fit_to_saliency(model: SDTPModel, marked: list[MarkedSample], epochs: int, l
     return history
 
 
+def check_dataset(dataset, vocab_size: int) -> None:
+    """Refuse, before any work, a dataset the loop cannot train on, naming the row and the field."""
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:
+        raise TypeError(
+            f"dataset must be a datasets.Dataset with 'input_ids' and 'target_mask' columns, got {type(dataset).__name__} "
+            "(a list of dicts becomes one with datasets.Dataset.from_list(rows))"
+        )
+    missing = {"input_ids", "target_mask"} - set(columns)
+    if missing:
+        raise ValueError(f"dataset lacks columns {sorted(missing)}; it needs 'input_ids' and 'target_mask'")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty: it needs at least one row")
+    for i, row in enumerate(dataset):
+        ids, target = row["input_ids"], row["target_mask"]
+        if len(target) != len(ids):
+            raise ValueError(f"dataset row {i}: target_mask has {len(target)} entries but input_ids has {len(ids)}; they must match")
+        if not any(target[1:]):
+            raise ValueError(f"dataset row {i}: target_mask selects no token after position 0; nothing to learn from")
+        bad = [t for t in ids if not 0 <= t < vocab_size]
+        if bad:
+            raise ValueError(f"dataset row {i}: token id {bad[0]} is outside the model's vocabulary [0, {vocab_size})")
+
+
 def _lr_factor(step: int, args: TrainingArguments) -> float:
     if step < args.warmup_steps:
         return (step + 1) / args.warmup_steps
@@ -133,5 +179,5 @@ def _lr_factor(step: int, args: TrainingArguments) -> float:
 
 def _checkpoint(model: SDTPModel, directory: Path, args: TrainingArguments, history: list[dict]) -> None:
     model.save_pretrained(directory)
-    state = {"args": {k: v for k, v in asdict(args).items() if k != "history"}, "history": history}
+    state = {"args": asdict(args), "history": history}
     atomic_write_bytes(directory / "trainer_state.json", (json.dumps(state, indent=1) + "\n").encode())

@@ -228,7 +228,7 @@ def plot(results: dict, directory: Path = RESULTS_DIR) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ...config import publish
+    from ...files import publish
 
     rows = results["rows"]
     names = list(rows)
