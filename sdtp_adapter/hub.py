@@ -10,6 +10,14 @@ from .config import SDTPConfig
 from .files import atomic_write_bytes
 
 
+def card_metadata(config: SDTPConfig) -> str:
+    """The card's YAML front matter, serialised by ``huggingface_hub`` so no user string is pasted into YAML."""
+    from huggingface_hub import ModelCardData
+
+    data = ModelCardData(library_name="sdtp-adapter", tags=["sdtp", "token-pruning", "prefill"], base_model=config.base_model_name_or_path)
+    return data.to_yaml().strip()
+
+
 def write_model_card(
     directory: str | os.PathLike, config: SDTPConfig, results_markdown: str, how_to_reproduce: str, base_weights: str | None = None
 ) -> Path:
@@ -22,9 +30,7 @@ def write_model_card(
     layers = config.prune_layers or f"{config.num_stages} stages from layer {config.first_layer}"
     weights = f"\nBase weights: {base_weights}.\n" if base_weights else ""
     text = f"""---
-library_name: sdtp-adapter
-tags: [sdtp, token-pruning, prefill]
-base_model: {config.base_model_name_or_path}
+{card_metadata(config)}
 ---
 
 # SDTP adapter for {config.base_model_name_or_path}
@@ -68,14 +74,14 @@ def resolve_adapter(location: str | os.PathLike) -> str | os.PathLike:
     Raises:
         FileNotFoundError: ``location`` is none of these; the message lists the shipped names.
     """
-    if os.path.isdir(location):
-        return location
+    if os.path.isdir(os.path.expanduser(location)):
+        return os.path.expanduser(location)
     from .zoo import shipped_adapter, shipped_adapter_names
 
     text = str(location)
     if text in shipped_adapter_names():
         return shipped_adapter(text)
-    if text.count("/") == 1 and not text.startswith((".", "/")) and not text.endswith("/"):
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")) and not text.endswith("/"):
         return download_adapter(text)
     raise FileNotFoundError(
         f"adapter {text!r} is not an existing folder, a shipped adapter name ({', '.join(shipped_adapter_names())}) "

@@ -240,6 +240,7 @@ class SDTPModel(nn.Module):
                 f"wrong shape {[f'{k}: {list(found[k])} (config expects {list(expected[k])})' for k in wrong]}"
             )
         sdtp.pruners.load_state_dict(weights)
+        _warn_if_other_base(config.base_model_name_or_path, getattr(model.config, "_name_or_path", None))
         return sdtp
 
 
@@ -256,6 +257,16 @@ def _detach_previous(model: nn.Module) -> None:
             stacklevel=4,
         )
         previous.unload()
+
+
+def _warn_if_other_base(trained_for: str | None, base: str | None) -> None:
+    """Same shapes but another model's name: the adapter may still work, but the user should know."""
+    if trained_for and base and trained_for != base and not os.path.isdir(base):
+        warnings.warn(
+            f"this adapter was trained for {trained_for!r} but is attached to {base!r}; the shapes match, "
+            "so it runs, but its scores were learned on another model's hidden states",
+            stacklevel=3,
+        )
 
 
 def get_sdtp_model(model: nn.Module, config: SDTPConfig | None = None) -> SDTPModel:

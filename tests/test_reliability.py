@@ -604,3 +604,36 @@ def test_R13_a_pruned_cache_continued_without_the_hooks_gets_a_clear_error():
         base = model.unload()
         with pytest.raises(ValueError, match="holds a pruned prefill"):
             base(step, cache=cache, use_cache=True)
+
+
+def test_A11_an_adapter_for_another_base_of_the_same_shape_warns_with_both_names(tmp_path):
+    get_sdtp_model(tiny_llama(), SDTPConfig(**STAGES, base_model_name_or_path="org/base-A")).save_pretrained(tmp_path)
+    other = tiny_llama()
+    other.config._name_or_path = "other/base-B"
+    with pytest.warns(UserWarning, match="trained for 'org/base-A' but is attached to 'other/base-B'"):
+        SDTPModel.from_pretrained(other, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        same = tiny_llama()
+        same.config._name_or_path = "org/base-A"
+        SDTPModel.from_pretrained(same, tmp_path)
+
+
+def test_SEC1_model_card_front_matter_cannot_be_injected(tmp_path):
+    import yaml
+
+    from sdtp_adapter.hub import write_model_card
+
+    config = SDTPConfig(**STAGES, base_model_name_or_path="org/x\nlicense: evil-license\npipeline_tag: text-to-image")
+    card = write_model_card(tmp_path, config, "results", "reproduce").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    assert front["base_model"] == config.base_model_name_or_path
+    assert "license" not in front and "pipeline_tag" not in front
+
+
+def test_A13c_a_home_relative_adapter_path_is_local(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="not an existing folder"):
+        SDTPModel.from_pretrained(tiny_llama(), "~/my-adapter")
+    pruned().save_pretrained(tmp_path / "my-adapter")
+    SDTPModel.from_pretrained(tiny_llama(), "~/my-adapter")

@@ -33,7 +33,8 @@ from ..schedule import StageSchedule
 from .cache import SDTPCache
 from .gather import gather_mask
 from .scoped import ScopedSetting
-from .selection import protected_mask, select_mask
+from .module import ModuleScorer
+from .selection import select_indices, select_padded
 from .state import PASS, PRUNE, ForwardState, PruningRecord
 
 # (layer, hidden [B, n, d], original positions [B, n]) -> scores [B, n], higher = keep
@@ -86,6 +87,7 @@ class PruningController:
         self._handles = [
             self._decoder.register_forward_pre_hook(self._before_decoder, with_kwargs=True),
             self._decoder.register_forward_hook(self._after_decoder, with_kwargs=True),
+            self._model.register_forward_pre_hook(self._before_model, with_kwargs=True),
             self._model.register_forward_hook(self._after_model),
         ]
         for idx, layer in enumerate(decoder_layers(self._model)):
@@ -128,8 +130,15 @@ class PruningController:
         )
 
     # ------------------------------------------------------------------ decoder
+    def _before_model(self, module, args, kwargs):
+        # logits_to_keep=1 (generate's prefill, scoring the next token) reads only the last position,
+        # which is always kept: the early-exit hidden states of dropped positions would be thrown away
+        self._local.last_row_only = isinstance(kwargs.get("logits_to_keep"), int) and kwargs["logits_to_keep"] == 1
+        return None
+
     def _before_decoder(self, module, args, kwargs):
         local = self._local
+        last_row_only, local.last_row_only = getattr(local, "last_row_only", False), False
         local.state, local.exited, local.simulation = None, None, self.simulation.value
         if local.simulation is not None or not self.enabled.value:
             return None
@@ -152,8 +161,8 @@ class PruningController:
 
         check_attention(module.config)
         _refuse_unaligned_outputs(module.config, kwargs)
-        pad = inspect_prompt(ids, kwargs.get("attention_mask"), batch, length, past, module.config.vocab_size, tokens.device)
-        if past and bool(pad.any()):
+        pad, pads = inspect_prompt(ids, kwargs.get("attention_mask"), batch, length, past, module.config.vocab_size, tokens.device)
+        if past and any(pads):
             raise ValueError("a chunk sent on top of a cache cannot contain padding")
         if cache is None and use_cache:
             cache = SDTPCache(config=module.config)
@@ -167,9 +176,10 @@ class PruningController:
         if cache is not None:
             kwargs[cache_key] = cache
             cache.in_pruning_forward = self._in_forward
-        state = ForwardState(PRUNE, length, past, cache, batch, tokens.device)
+        state = ForwardState(PRUNE, length, past, cache, batch, tokens.device, early_exit=not last_row_only)
         state.schedule, state.scorer = self.schedule.value, self.scorer.value
-        state.set_padding(pad)
+        state.check_nan = not isinstance(state.scorer, ModuleScorer)
+        state.set_padding(pad, pads)
         local.state = state
         return args, kwargs
 
@@ -182,14 +192,17 @@ class PruningController:
         if state.mode != PRUNE or state.index is None:
             return None
         hidden = output.last_hidden_state  # [B, k, d], already through the final norm
-        width = hidden.shape[-1]
-        # every position gets the last hidden state it had (early exit), then the survivors' final ones
-        full = self._norm(state.last_hidden).to(hidden.dtype)
-        slots = state.write_slots()
-        full.scatter_(1, slots[..., None].expand(-1, -1, width), hidden)
-        survived = torch.zeros_like(state.real).scatter_(1, slots, state.valid)
-        exited = state.real & ~survived
-        output.last_hidden_state = full
+        slots = state.index
+        if state.early_exit:
+            # every position gets the last hidden state it had (early exit), then the survivors' final ones
+            full = self._norm(state.last_hidden).to(hidden.dtype)
+            full.scatter_(1, slots[..., None].expand(-1, -1, hidden.shape[-1]), hidden)
+            output.last_hidden_state = full
+        # else: [B, k, d] stays; its last row is the last position's (the local window is always kept)
+        if state.padded:  # fillers point at slot 0, padding in their rows: masked out by `real`
+            exited = state.real & ~torch.zeros_like(state.real).scatter_(1, slots, state.valid)
+        else:
+            exited = state.real.scatter(1, slots, False)
         self._local.record = PruningRecord(state.length, state.kept, exited, state.lengths)
         self._local.exited = exited
         if state.nan_scores is not None and not self._warned_nan and bool(state.nan_scores):
@@ -217,10 +230,10 @@ class PruningController:
         if state is None:
             return None
         if state.mode == PASS:
-            hidden = args[0] if args else kwargs["hidden_states"]
-            cols = state.layer_columns(layer, hidden.shape[0], hidden.device)
-            if cols is not None and kwargs.get("attention_mask") is not None:
-                kwargs["attention_mask"] = gather_mask(kwargs["attention_mask"], None, cols)
+            cols = state.layer_columns(layer)
+            mask = kwargs.get("attention_mask")
+            if cols is not None and mask is not None:
+                kwargs["attention_mask"] = state._once(state._forward_memo, ("pass-mask", id(mask), id(cols)), (mask, cols), lambda: gather_mask(mask, None, cols))
             return args, kwargs
         if layer < state.schedule.layers[0]:
             return None
@@ -230,7 +243,7 @@ class PruningController:
                 kwargs[name] = state.gathered(kwargs[name])
         if "attention_mask" in kwargs:
             kwargs["attention_mask"] = state.gathered(kwargs["attention_mask"], as_mask=True, layer=layer)
-        state.kept[layer] = state.kept_positions()
+        state.record_layer(layer)
         return args, kwargs
 
     def _after_layer(self, layer: int, module, args, output):
@@ -247,26 +260,27 @@ class PruningController:
         largest are filled on the left with masked filler slots, so the batch stays rectangular and
         left-padded."""
         if state.index is None:
-            state.set_index(torch.arange(state.length, device=hidden.device).expand(hidden.shape[0], -1), state.real)
-            state.last_hidden = hidden.clone()
+            state.start(hidden)
         stage = state.stage_of(layer)
         if stage is None:
             return hidden
-        n = hidden.shape[1]
-        budgets = [state.schedule.budgets(length)[stage] for length in state.lengths]
-        width = max(budgets)
-        real_positions = torch.where(state.valid, state.index - state.pad[:, None], -1)
-        state.last_hidden.scatter_(1, state.write_slots()[..., None].expand(-1, -1, hidden.shape[-1]), hidden)
+        if state.last_hidden is not None:
+            state.last_hidden.scatter_(1, state.index[..., None].expand(-1, -1, hidden.shape[-1]), hidden)
         with torch.no_grad():
-            scores = check_scores(state.scorer(layer, hidden, real_positions), state.scorer, layer, hidden)
-        nan = torch.isnan(scores).any()
-        state.nan_scores = nan if state.nan_scores is None else state.nan_scores | nan
-        protected = protected_mask(real_positions, state.lengths, state.schedule)
-        keep = select_mask(scores, protected, budgets, candidates=state.valid)
-        # fillers (slots not kept) first, then the kept slots in order: the last `width` of this sort
-        slots = torch.arange(n, device=hidden.device).expand_as(keep)
-        order = torch.where(keep, slots + n, slots).argsort(dim=1)[:, n - width :]
-        state.set_index(state.index.gather(1, order), keep.gather(1, order))
+            scores = check_scores(state.scorer(layer, hidden, state.positions()), state.scorer, layer, hidden)
+        if state.check_nan:
+            nan = torch.isnan(scores).any()
+            state.nan_scores = nan if state.nan_scores is None else state.nan_scores | nan
+        protected = state.protected.gather(1, state.index)
+        finite = not state.check_nan  # the trained modules' weights are checked finite at load: skip NaN handling
+        if not state.padded:  # one budget for every row: the kept slots, in order
+            order = select_indices(scores, protected, state.schedule.budgets(state.length)[stage], finite)
+            state.set_index(state.index.gather(1, order), None)
+            return _gather_rows(hidden, order)
+        order, valid = select_padded(
+            scores, protected, state.valid, state.budget_rows[stage], max(state.budget_rows_host[stage]), finite
+        )
+        state.set_index(torch.where(valid, state.index.gather(1, order), 0), valid)
         return _gather_rows(hidden, order)
 
 
@@ -286,20 +300,17 @@ def _record_positions(state: ForwardState, layer: int) -> None:
     Full-attention layers that saw every position stay implicit (absent from the dict). A layer that
     pruned records its kept positions; a sliding-window layer always records, and like its cache keeps
     only the last ``window - 1`` entries (of the *kept* tokens, which may reach back further than the
-    window: their columns of the position-built sliding mask block them).
+    window: their columns of the position-built sliding mask block them). Layers of one stage share
+    one positions tensor (``ForwardState.concat`` computes each once).
     """
     cache = state.cache
     window = getattr(cache.layers[layer], "sliding_window", None) if layer < len(cache.layers) else None
     pruned = state.mode == PRUNE and layer in state.kept
     if not pruned and window is None and layer not in cache.layer_positions:
         return
-    if pruned:
-        # fillers (padded prompts only, so past == 0) point at slot 0, a padding column later masks block
-        new = state.kept[layer].clamp(min=0) + state.past
-    else:
-        new = torch.arange(state.past, state.past + state.length, device=state.device).expand(state.batch, -1)
-    before = state.cached_positions(layer, new.shape[0], new.device)
-    positions = new if before is None else torch.cat([before, new], dim=1)
+    new = state.cache_positions(state.kept[layer][0]) if pruned else state.chunk_positions()
+    before = state.cached_positions(layer)
+    positions = new if before is None else state.concat(before, new)
     cache.layer_positions[layer] = positions if window is None else positions[:, -(window - 1) :]
 
 
@@ -328,8 +339,9 @@ def _refuse_unaligned_outputs(config, kwargs) -> None:
             )
 
 
-def inspect_prompt(ids, mask, batch: int, length: int, past: int, vocab_size: int, device) -> torch.Tensor:
-    """Check a prompt about to be pruned and return ``[B]`` left-padding slots per row.
+def inspect_prompt(ids, mask, batch: int, length: int, past: int, vocab_size: int, device) -> tuple[torch.Tensor, list[int]]:
+    """Check a prompt about to be pruned and return the left-padding slots per row (``[B]`` on the device,
+    and the same on the host).
 
     Refuses, naming the problem: a 4-D mask (its padding cannot be told from causality), a 2-D mask
     whose shape does not match ``[B, past + N]``, right or interior padding, a row without real
@@ -375,7 +387,7 @@ def inspect_prompt(ids, mask, batch: int, length: int, past: int, vocab_size: in
         bad = low if low < 0 else high if high >= vocab_size else None
         if bad is not None:
             raise ValueError(f"input_ids holds token id {bad}, outside the model's vocabulary [0, {vocab_size})")
-    return pad
+    return pad, pads
 
 
 def check_scores(scores, scorer, layer: int, hidden: torch.Tensor) -> torch.Tensor:
@@ -413,4 +425,6 @@ def _with_hidden(args, kwargs, hidden):
 
 def _gather_rows(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``[B, n, d]`` gathered to ``[B, k, d]`` by ``index [B, k]``."""
+    if index.shape[0] == 1:
+        return hidden.index_select(1, index[0])
     return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))

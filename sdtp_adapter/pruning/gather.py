@@ -20,6 +20,8 @@ def gather_tokens(obj: Any, index: torch.Tensor) -> Any:
         return None
     if isinstance(obj, torch.Tensor):
         batch, k = index.shape
+        if batch == 1 and obj.shape[0] == 1:  # one row: a plain index_select, no index broadcasting
+            return obj.index_select(1, index[0])
         t = obj.expand(batch, *obj.shape[1:]) if obj.shape[0] == 1 and batch > 1 else obj
         idx = index.view(batch, k, *([1] * (t.dim() - 2))).expand(batch, k, *t.shape[2:])
         return t.gather(1, idx)

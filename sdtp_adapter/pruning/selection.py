@@ -56,3 +56,54 @@ def select_mask(
     order = ranked.argsort(dim=-1, descending=True, stable=True)
     rank = torch.empty_like(order).scatter_(1, order, torch.arange(n, device=scores.device).expand(rows, n))
     return rank < torch.tensor(budgets, device=scores.device)[:, None]
+
+
+def select_indices(scores: torch.Tensor, protected: torch.Tensor, budget: int, finite: bool = False) -> torch.Tensor:
+    """The slots ``select_mask`` keeps when every row has the same ``budget`` and every token is a
+    candidate, as indices in increasing order (two sorts instead of a mask and its bookkeeping).
+
+    Args:
+        scores: ``[B, n]`` higher = more important.
+        protected: ``[B, n]`` bool.
+        budget: tokens to keep per row, in ``[1, n]``.
+        finite: the caller guarantees finite scores (skips the NaN/inf handling).
+    Returns:
+        ``[B, budget]`` long, sorted.
+    """
+    n = scores.shape[1]
+    if not 0 < budget <= n:
+        raise ValueError(f"budget={budget} must be in [1, {n}] for {n} tokens")
+    return _ranked(scores, protected, finite).argsort(dim=-1, descending=True, stable=True)[:, :budget].sort(dim=-1).values
+
+
+def select_padded(
+    scores: torch.Tensor,
+    protected: torch.Tensor,
+    candidates: torch.Tensor,
+    budgets: torch.Tensor,
+    width: int,
+    finite: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``select_mask`` for rows with their own budgets, as the slots to gather: ``width`` per row, the
+    kept ones in increasing order on the right, filler slots (``width - budgets[b]`` of them) on the left.
+
+    Args:
+        scores, protected, candidates: ``[B, n]`` as for ``select_mask``.
+        budgets: ``[B]`` long on the device, each at most the row's candidates; ``width`` = their maximum.
+        finite: the caller guarantees finite scores (skips the NaN/inf handling).
+    Returns:
+        order: ``[B, width]`` slots (fillers point at slot 0); valid: ``[B, width]`` bool, False on fillers.
+    """
+    ranked = _ranked(scores, protected, finite).masked_fill(~candidates, float("-inf"))
+    best = ranked.argsort(dim=-1, descending=True, stable=True)[:, :width]
+    kept = torch.arange(width, device=scores.device)[None] < budgets[:, None]
+    key = torch.where(kept, best, -1).sort(dim=-1).values  # fillers (-1) first, then the kept slots in order
+    return key.clamp(min=0), key >= 0
+
+
+def _ranked(scores: torch.Tensor, protected: torch.Tensor, finite: bool = False) -> torch.Tensor:
+    """Scores as ranking keys: protected first (``+inf``), NaN last, ``+inf`` scores just below protected."""
+    if not finite:
+        limits = torch.finfo(torch.float32)
+        scores = torch.nan_to_num(scores.float(), nan=limits.min, posinf=limits.max, neginf=limits.min)
+    return scores.float().masked_fill(protected, float("inf"))

@@ -19,6 +19,10 @@ PASS = "pass"  # a chunk on top of an existing cache: every token goes through, 
 class ForwardState:
     """What one decoder forward knows while it runs.
 
+    Every derived tensor is computed once per stage (or once per forward) and shared by the layers
+    that need it: on a GPU each extra op is a kernel launch, so the layers between two stages add
+    nothing but the gathers a position-dependent input needs.
+
     Attributes:
         mode: ``"prune"`` or ``"pass"``.
         length: ``N``, slots in this chunk (padding included).
@@ -26,14 +30,23 @@ class ForwardState:
         cache: the cache being filled, if it is an ``SDTPCache``.
         batch, device: of the chunk's tokens.
         pad: ``[B]`` left-padding slots per row; ``lengths``: real tokens per row (host ints).
+        padded: True when some row has padding (so later stages may need filler slots); False lets
+            every row share one budget and skips the masking of fillers.
         real: ``[B, N]`` bool, False on padding.
-        index: ``[B, k]`` chunk slot each present token came from; None until the first stage.
-        valid: ``[B, k]`` bool, False for padding and for filler slots (rows whose budget is smaller
-            than the batch's largest are filled with masked slots).
+        early_exit: give dropped positions early-exit hidden states (False when the caller asked for
+            the last position's logits only: ``logits_to_keep=1``).
+        index: ``[B, k]`` chunk slot each present token came from; None until the first stage. Filler
+            slots (rows whose budget is smaller than the batch's largest) point at slot 0, which is
+            padding in every row that has fillers: its mask column is blocked for every query, its
+            position is ``-1``, and scattering back to it touches no real token.
+        valid: ``[B, k]`` bool, False for padding and for filler slots.
+        slot_positions: ``[B, N]`` real-token position of each slot, ``-1`` on padding.
+        protected: ``[B, N]`` bool, slots that are never pruned (first tokens, local window).
         last_hidden: ``[B, N, d]`` each slot's latest hidden state, for early-exit logits.
-        kept: ``{layer: [B, k_layer]}`` positions entering each layer at or after the first stage
-            (``-1`` for fillers).
+        kept: ``{layer: (index, valid or None)}`` of each layer at or after the first stage (layers of
+            one stage share the tensors; ``PruningRecord`` turns them into positions on demand).
         schedule, scorer: the settings this forward prunes by, read once when it starts.
+        check_nan: look for NaN scores (custom scorers; the trained modules' weights are checked at load).
         nan_scores: ``[]`` bool on the device, True once any stage's scores held a NaN.
     """
 
@@ -45,22 +58,49 @@ class ForwardState:
     device: torch.device | None = None
     pad: torch.Tensor | None = None
     lengths: list[int] = field(default_factory=list)
+    padded: bool = False
     real: torch.Tensor | None = None
+    early_exit: bool = True
     index: torch.Tensor | None = None
     valid: torch.Tensor | None = None
+    protected: torch.Tensor | None = None
+    slot_positions: torch.Tensor | None = None
+    budget_rows: torch.Tensor | None = None
+    budget_rows_host: list[tuple[int, ...]] = field(default_factory=list)
     last_hidden: torch.Tensor | None = None
-    kept: dict[int, torch.Tensor] = field(default_factory=dict)
+    kept: dict[int, tuple] = field(default_factory=dict)
     schedule: StageSchedule | None = None
     scorer: Any = None
+    check_nan: bool = False
     nan_scores: torch.Tensor | None = None
-    _memo: dict[int, Any] = field(default_factory=dict)
-    _fillers: bool = False
+    _memo: dict[Any, tuple] = field(default_factory=dict)  # per stage (cleared by set_index)
+    _forward_memo: dict[Any, tuple] = field(default_factory=dict)  # per forward
 
-    def set_padding(self, pad: torch.Tensor) -> None:
+    def set_padding(self, pad: torch.Tensor, pads: list[int]) -> None:
+        """``pad`` ``[B]`` on the device and the same counts on the host (read once, by ``inspect_prompt``)."""
         self.pad = pad
-        self.lengths = [self.length - int(p) for p in pad.tolist()]
-        self.real = torch.arange(self.length, device=pad.device)[None] >= pad[:, None]
-        self._fillers = bool(pad.any())
+        self.lengths = [self.length - p for p in pads]
+        self.padded = any(pads)
+        ones = torch.ones(self.batch, self.length, dtype=torch.bool, device=self.device)
+        self.real = torch.arange(self.length, device=self.device)[None] >= pad[:, None] if self.padded else ones
+
+    def start(self, hidden: torch.Tensor) -> None:
+        """Set up at the first stage: every slot present, protected slots marked."""
+        self.set_index(torch.arange(self.length, device=hidden.device).expand(self.batch, -1), self.real)
+        if self.early_exit:
+            self.last_hidden = hidden.clone()
+        schedule, slots = self.schedule, torch.arange(self.length, device=hidden.device)[None]
+        if not self.padded:  # one row rule for the batch: [1, N] broadcast
+            window = schedule.local_window(self.length)
+            self.protected = ((slots < schedule.protected_first) | (slots >= self.length - window)).expand(self.batch, -1)
+        else:
+            first = self.pad[:, None] + schedule.protected_first
+            tail = torch.tensor([self.length - schedule.local_window(n) for n in self.lengths], device=hidden.device)[:, None]
+            self.protected = self.real & ((slots < first) | (slots >= tail))
+            self.slot_positions = torch.where(self.real, slots - self.pad[:, None], -1)
+            # [stages, B] budgets of every row, one host-to-device copy per forward
+            self.budget_rows_host = list(zip(*(schedule.budgets(n) for n in self.lengths)))
+            self.budget_rows = torch.tensor(self.budget_rows_host, device=hidden.device)
 
     def stage_of(self, layer: int) -> int | None:
         """Index of ``layer`` among the schedule's stages, or None if it does not prune."""
@@ -71,72 +111,108 @@ class ForwardState:
         self.index, self.valid = index, valid
         self._memo.clear()
 
-    def kept_positions(self) -> torch.Tensor:
-        """``index`` with ``-1`` on filler and padding slots."""
-        return self.index if not self._fillers else torch.where(self.valid, self.index, -1)
+    def _once(self, memo: dict, key: Any, keep_alive: tuple, compute):
+        """``compute()`` once per ``key``; the entry holds ``keep_alive`` so an ``id()`` in the key is never reused."""
+        entry = memo.get(key)
+        if entry is None:
+            entry = memo[key] = (compute(), keep_alive)
+        return entry[0]
 
-    def write_slots(self) -> torch.Tensor:
-        """``index`` with filler and padding slots sent to slot 0 (padding in any row that has fillers), so
-        scattering results back never overwrites the slot a filler was copied from."""
-        return self.index if not self._fillers else torch.where(self.valid, self.index, 0)
+    def positions(self) -> torch.Tensor:
+        """``[B, k]`` real-token positions of the present slots (``-1`` for padding and fillers)."""
+        if not self.padded:
+            return self.index
+        return self._once(self._memo, "positions", (), lambda: self.slot_positions.gather(1, self.index))
+
+    def record_layer(self, layer: int) -> None:
+        """Note the slots entering ``layer`` (shared by the layers of one stage)."""
+        self.kept[layer] = (self.index, self.valid if self.padded else None)
 
     def gathered(self, obj: Any, as_mask: bool = False, layer: int | None = None) -> Any:
-        """``obj`` reduced to the present tokens, computed once per object and stage (and per layer for
-        masks of a chunk on top of a cache, whose key columns differ between layers)."""
+        """``obj`` reduced to the present tokens, computed once per object and stage (and per set of key
+        columns for masks of a chunk on top of a cache, which may differ between layers)."""
         if obj is None:
             return None
-        key = (id(obj), layer if as_mask and self.past else None)
-        if key not in self._memo:
-            if not as_mask:
-                self._memo[key] = gather_tokens(obj, self.index)
-            else:
-                cols = self.index + self.past
-                before = self.cached_positions(layer, cols.shape[0], cols.device) if self.past else None
-                if before is not None:
-                    cols = torch.cat([before, cols], dim=1)
-                mask = gather_mask(obj, self.index, cols)
-                if self._fillers and mask is not None:
-                    blocked = False if mask.dtype == torch.bool else torch.finfo(mask.dtype).min
-                    mask = mask.masked_fill(~self.valid[:, None, None, :], blocked)
-                self._memo[key] = mask
-        return self._memo[key]
+        if not as_mask:
+            return self._once(self._memo, ("tokens", id(obj)), (obj,), lambda: gather_tokens(obj, self.index))
+        cols = self.cache_positions(self.index)
+        if self.past:
+            before = self.cached_positions(layer)
+            cols = cols if before is None else self.concat(before, cols)
+        return self._once(self._memo, ("mask", id(obj), id(cols)), (obj, cols), lambda: self._gather_mask(obj, cols))
 
-    def cached_positions(self, layer: int, batch: int, device: torch.device) -> torch.Tensor | None:
+    def _gather_mask(self, mask: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        # fillers' column is slot 0, padding in their rows: the padding mask already blocks it
+        return gather_mask(mask, self.index, cols)
+
+    def cache_positions(self, index: torch.Tensor) -> torch.Tensor:
+        """Original positions a pruned layer caches for this chunk: ``index`` shifted by ``past``; fillers
+        (padded prompts only, so ``past == 0``) point at slot 0, a padding column later masks block."""
+        if not self.past:
+            return index
+        return self._once(self._memo, ("cached", id(index)), (index,), lambda: index + self.past)
+
+    def chunk_positions(self) -> torch.Tensor:
+        """``[B, N]`` original positions of this chunk's slots, once per forward."""
+        return self._once(
+            self._forward_memo,
+            "chunk",
+            (),
+            lambda: torch.arange(self.past, self.past + self.length, device=self.device).expand(self.batch, -1),
+        )
+
+    def concat(self, before: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        """``cat([before, new], 1)``, once per pair: layers that cached the same positions share the result."""
+        return self._once(self._forward_memo, ("cat", id(before), id(new)), (before, new), lambda: torch.cat([before, new], dim=1))
+
+    def cached_positions(self, layer: int) -> torch.Tensor | None:
         """``[B, past]`` original positions already in layer ``layer``'s cache, or None when empty."""
         if not self.past:
             return None
         if self.cache is not None and layer in self.cache.layer_positions:
-            return self.cache.layer_positions[layer].to(device)
-        return torch.arange(self.past, device=device).expand(batch, -1)
+            return self.cache.layer_positions[layer]
+        return self._once(
+            self._forward_memo, "past", (), lambda: torch.arange(self.past, device=self.device).expand(self.batch, -1)
+        )
 
-    def layer_columns(self, layer: int, batch: int, device: torch.device) -> torch.Tensor | None:
+    def layer_columns(self, layer: int) -> torch.Tensor | None:
         """Original positions of the keys layer ``layer`` attends to in a ``pass`` chunk, or None if all."""
         if self.cache is None or layer not in self.cache.layer_positions:
             return None
-        new = torch.arange(self.past, self.past + self.length, device=device).expand(batch, -1)
-        return torch.cat([self.cached_positions(layer, batch, device), new], dim=1)
+        return self.concat(self.cached_positions(layer), self.chunk_positions())
 
 
-@dataclass
 class PruningRecord:
     """Which tokens each layer saw in the last pruned prefill.
 
     Attributes:
         length: ``N``, prompt length.
         kept_positions: ``{layer: [B, k_layer] long}`` positions (slots of the input) entering each
-            decoder layer at or after the first stage; ``-1`` marks masked filler slots of padded rows.
+            decoder layer at or after the first stage; ``-1`` marks masked filler slots of padded rows
+            (built on first access: a forward only keeps the slots and their validity).
         exited: ``[B, N]`` bool, True where a position was dropped at some stage; its logits are
             early-exit logits from the last hidden state it had.
+        lengths: real tokens per row.
     """
 
-    length: int
-    kept_positions: dict[int, torch.Tensor]
-    exited: torch.Tensor
-    lengths: list[int] = field(default_factory=list)
+    def __init__(self, length: int, slots: dict[int, tuple[torch.Tensor, torch.Tensor | None]], exited: torch.Tensor, lengths: list[int]):
+        self.length, self.exited, self.lengths = length, exited, lengths
+        self._slots = slots
+        self._kept: dict[int, torch.Tensor] | None = None
+
+    @property
+    def kept_positions(self) -> dict[int, torch.Tensor]:
+        if self._kept is None:
+            converted: dict[int, torch.Tensor] = {}  # layers of one stage share one tensor
+            self._kept = {}
+            for layer, (index, valid) in self._slots.items():
+                key = id(index)
+                if key not in converted:
+                    converted[key] = index if valid is None else torch.where(valid, index, -1)
+                self._kept[layer] = converted[key]
+        return self._kept
 
     def kept_counts(self, num_layers: int, row: int = 0) -> list[int]:
         """Real tokens entering every layer for one row of the batch (padding excluded)."""
-        return [
-            int((self.kept_positions[layer][row] >= 0).sum()) if layer in self.kept_positions else self.lengths[row]
-            for layer in range(num_layers)
-        ]
+        kept = self.kept_positions
+        return [int((kept[layer][row] >= 0).sum()) if layer in kept else self.lengths[row] for layer in range(num_layers)]
