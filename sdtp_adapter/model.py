@@ -261,7 +261,7 @@ def _detach_previous(model: nn.Module) -> None:
 
 def _warn_if_other_base(trained_for: str | None, base: str | None) -> None:
     """Same shapes but another model's name: the adapter may still work, but the user should know."""
-    if trained_for and base and trained_for != base and not os.path.isdir(base):
+    if trained_for and base and trained_for != base and not os.path.exists(base):
         warnings.warn(
             f"this adapter was trained for {trained_for!r} but is attached to {base!r}; the shapes match, "
             "so it runs, but its scores were learned on another model's hidden states",

@@ -172,7 +172,13 @@ def test_benchmark_writes_json_plots_and_renders(tmp_path):
     for name in res["plots"]:
         assert (tmp_path / name).read_bytes().startswith(b"\x89PNG")
     lines = speed.render(data)
-    assert sum(line.startswith("| 32 |") or line.startswith("| 64 |") for line in lines) == 2
+    # one row per length in the speed table and one in the component table
+    assert sum(line.startswith("| 32 |") or line.startswith("| 64 |") for line in lines) == 4
+    assert any(line.startswith("| tokens | profiled prefill ms | scoring") for line in lines)
+    for row in res["rows"]:
+        parts = row["components"]["components"]
+        assert set(parts) == {"sdtp.score", "sdtp.select", "sdtp.gather", "sdtp.early_exit"}
+        assert parts["sdtp.score"]["ms"] > 0 and 0 < row["components"]["module_share"] < 1
 
 
 def test_benchmark_refuses_lengths_beyond_the_input(tmp_path):

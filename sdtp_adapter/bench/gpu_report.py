@@ -79,15 +79,17 @@ def shape_lines(res: dict, targets: list[dict]) -> list[str]:
         f"{res['upstream']}; {res['dtype']}, {res['attention']}, {res['weights']}; pruning modules: {res['adapter']}, "
         f"stages {res['stages']}, keep ratio {res['keep_ratio']} per stage.",
         "",
-        "| tokens | base ms | SDTP ms | speedup | FLOPs bound | decode tok/s base / SDTP | KV MiB base / SDTP |",
-        "|---|---|---|---|---|---|---|",
+        "| tokens | base ms | SDTP ms | speedup | FLOPs bound | decode tok/s base / SDTP | KV MiB base / SDTP "
+        "| scoring + selection, % of SDTP prefill |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
         dec, kv = r["decode_tok_s"], r["kv_mib"]
+        module = f"{100 * r['components']['module_share']:.2f}%" if "components" in r else "-"
         lines.append(
             f"| {r['tokens']} | {_ms(r['prefill_s']['base'])} | {_ms(r['prefill_s']['sdtp'])} | {r['speedup']:.2f}x "
             f"| {r['flops']['bound']:.2f}x | {dec['base']['median']:.1f} / {dec['sdtp']['median']:.1f} "
-            f"| {kv['base']:.1f} / {kv['sdtp']:.1f} |"
+            f"| {kv['base']:.1f} / {kv['sdtp']:.1f} | {module} |"
         )
     lines.append("")
     for t in targets:

@@ -40,6 +40,7 @@ from ..schedule import flops_speedup_bound, prefill_flops, pruned_prefill_flops
 from ..timing import interleaved
 from ..zoo import MODELS, SHIPPED_ADAPTERS, SMOLLM2_135M
 from .common import heldout_ids
+from .components import component_costs
 from .flops import flops_check, prefill_call
 from .memory import cpu_method, peak_memory
 from .meta import RESULTS_DIR, run_meta, write_results
@@ -208,6 +209,7 @@ def measure_length(
         peak_mib[name], kv_mib[name] = peak / MIB, kv_bytes(out.cache) / MIB
         del out
     per_layer = sdtp.last_pruning.kept_counts(dims.num_layers)  # the SDTP prefill just above
+    components = component_costs(sdtp, ids)
 
     schedule, hidden = sdtp.active_schedule, sdtp.sdtp_config.pruner_hidden_size
     prefill = {name: summary([t.prefill_s for t in timed[name]]) for name in METHODS}
@@ -226,6 +228,7 @@ def measure_length(
         "kv_mib": kv_mib,
         "tokens_per_layer": per_layer,
         "last_layer_tokens": per_layer[-1],
+        "components": components,
     }
 
 
@@ -467,6 +470,23 @@ def render(data: dict) -> list[str]:
             f"| {r['flops']['bound']:.2f}x | {_pair(ttft)} | {_pair(decode)} | {_pair(r['peak_mib'], '{:.0f}')} "
             f"| {_pair(r['kv_mib'])} | {r['last_layer_tokens']} |"
         )
+    if all("components" in r for r in res["rows"]):
+        lines += [
+            "",
+            "Where the SDTP prefill's time goes (one profiled prefill per length, `torch.profiler`; scoring = the "
+            "pruning modules, selection = the keep rule and the hidden-state gather, gathers = RoPE, position ids "
+            "and masks, early exit = dropped positions' last hidden states; target: scoring + selection <= 1% at 4K):",
+            "",
+            "| tokens | profiled prefill ms | scoring | selection | gathers | early exit | scoring + selection |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in res["rows"]:
+            c = r["components"]
+            share = {name.split(".")[1]: f"{100 * v['share']:.2f}%" for name, v in c["components"].items()}
+            lines.append(
+                f"| {r['tokens']} | {c['prefill_ms']:.1f} | {share['score']} | {share['select']} | {share['gather']} "
+                f"| {share['early_exit']} | {100 * c['module_share']:.2f}% |"
+            )
     check = res.get("flops_check")
     if check:
         parts = [

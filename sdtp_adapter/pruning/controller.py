@@ -34,6 +34,7 @@ from .cache import SDTPCache
 from .gather import gather_mask
 from .scoped import ScopedSetting
 from .module import ModuleScorer
+from .profiling import component
 from .selection import select_indices, select_padded
 from .state import PASS, PRUNE, ForwardState, PruningRecord
 
@@ -195,8 +196,9 @@ class PruningController:
         slots = state.index
         if state.early_exit:
             # every position gets the last hidden state it had (early exit), then the survivors' final ones
-            full = self._norm(state.last_hidden).to(hidden.dtype)
-            full.scatter_(1, slots[..., None].expand(-1, -1, hidden.shape[-1]), hidden)
+            with component("sdtp.early_exit"):
+                full = self._norm(state.last_hidden).to(hidden.dtype)
+                full.scatter_(1, slots[..., None].expand(-1, -1, hidden.shape[-1]), hidden)
             output.last_hidden_state = full
         # else: [B, k, d] stays; its last row is the last position's (the local window is always kept)
         if state.padded:  # fillers point at slot 0, padding in their rows: masked out by `real`
@@ -238,11 +240,12 @@ class PruningController:
         if layer < state.schedule.layers[0]:
             return None
         args, kwargs = _with_hidden(args, kwargs, self._prune(layer, _hidden_of(args, kwargs), state))
-        for name in ("position_embeddings", "position_ids"):
-            if name in kwargs:
-                kwargs[name] = state.gathered(kwargs[name])
-        if "attention_mask" in kwargs:
-            kwargs["attention_mask"] = state.gathered(kwargs["attention_mask"], as_mask=True, layer=layer)
+        with component("sdtp.gather"):
+            for name in ("position_embeddings", "position_ids"):
+                if name in kwargs:
+                    kwargs[name] = state.gathered(kwargs[name])
+            if "attention_mask" in kwargs:
+                kwargs["attention_mask"] = state.gathered(kwargs["attention_mask"], as_mask=True, layer=layer)
         state.record_layer(layer)
         return args, kwargs
 
@@ -265,9 +268,15 @@ class PruningController:
         if stage is None:
             return hidden
         if state.last_hidden is not None:
-            state.last_hidden.scatter_(1, state.index[..., None].expand(-1, -1, hidden.shape[-1]), hidden)
-        with torch.no_grad():
+            with component("sdtp.early_exit"):
+                state.last_hidden.scatter_(1, state.index[..., None].expand(-1, -1, hidden.shape[-1]), hidden)
+        with torch.no_grad(), component("sdtp.score"):
             scores = check_scores(state.scorer(layer, hidden, state.positions()), state.scorer, layer, hidden)
+        with component("sdtp.select"):
+            return self._select(stage, hidden, scores, state)
+
+    def _select(self, stage: int, hidden: torch.Tensor, scores: torch.Tensor, state: ForwardState) -> torch.Tensor:
+        """Keep the protected and the top-scored tokens of one stage; returns the gathered hidden states."""
         if state.check_nan:
             nan = torch.isnan(scores).any()
             state.nan_scores = nan if state.nan_scores is None else state.nan_scores | nan
