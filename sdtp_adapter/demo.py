@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import statistics
 import time
 
 import torch
@@ -16,8 +17,8 @@ from .data.corpora import shakespeare_texts
 from .data.tasks import retrieval_sample
 from .hub import resolve_adapter
 from .model import SDTPModel
-from .timing import interleaved, median
-from .zoo import MODELS, SMOLLM2_135M, load_model, shipped_adapter
+from .timing import interleaved
+from .zoo import DEFAULT_MODEL, MODELS, load_model, shipped_adapter
 
 DEMO_SEED = 3
 STEPS = 6
@@ -40,7 +41,7 @@ class Steps:
         print(f"[{self.elapsed():6.1f}s]   {message}", flush=True)
 
 
-def demo(model_name: str = SMOLLM2_135M.name, adapter: str | None = None, tokens: int = 3000,
+def demo(model_name: str = DEFAULT_MODEL, adapter: str | None = None, tokens: int = 3000,
          max_new_tokens: int = 24, repeats: int = 3) -> None:
     """Answer a question about a ~``tokens``-token document with and without pruning, then time the prefill."""
     if model_name not in MODELS:
@@ -77,7 +78,7 @@ def demo(model_name: str = SMOLLM2_135M.name, adapter: str | None = None, tokens
 
     step(f"timing the prefill, base and SDTP in turn: 1 warm-up + {repeats} timed round(s)")
     times = interleaved({"base": prefill(False), "sdtp": prefill(True)}, repeats, on_round=step.note)
-    base_t, sdtp_t = median(times["base"]), median(times["sdtp"])
+    base_t, sdtp_t = statistics.median(times["base"]), statistics.median(times["sdtp"])
     print(f"answer (unpruned): {answers['base']}")
     print(f"answer (SDTP):     {answers['sdtp']}")
     print(f"expected:          {sample['answer']}")

@@ -81,12 +81,16 @@ def resolve_adapter(location: str | os.PathLike) -> str | os.PathLike:
     text = str(location)
     if text in shipped_adapter_names():
         return shipped_adapter(text)
-    if text.count("/") == 1 and not text.startswith((".", "/", "~")) and not text.endswith("/"):
-        return download_adapter(text)
-    raise FileNotFoundError(
-        f"adapter {text!r} is not an existing folder, a shipped adapter name ({', '.join(shipped_adapter_names())}) "
-        "or a Hub repo id 'owner/name'"
+    not_found = (
+        f"adapter {text!r} is not an existing folder (relative paths start from {os.getcwd()!r}), a shipped adapter "
+        f"name ({', '.join(shipped_adapter_names())}) or a Hub repo id 'owner/name'"
     )
+    if text.count("/") == 1 and not text.startswith((".", "/", "~")) and not text.endswith("/"):
+        try:
+            return download_adapter(text)
+        except Exception as err:  # noqa: BLE001 - any Hub failure (offline, unknown repo, network) gets one message
+            raise FileNotFoundError(f"{not_found}; as a Hub repo id it could not be fetched: {type(err).__name__}: {err}") from err
+    raise FileNotFoundError(not_found)
 
 
 def download_adapter(repo_id: str, revision: str | None = None, token: str | None = None) -> Path:

@@ -18,8 +18,9 @@ from .files import CorruptedFileError
 from .hub import push_to_hub, resolve_adapter
 from .persistence import load_adapter, save_adapter
 from .quantization import disable_cpu_repacking
-from .pruning.controller import PruningController, Scorer, Simulation
-from .pruning.module import ModuleScorer, TokenPruner
+from .pruning.controller import PruningController, Simulation
+from .pruning.pruner import ModuleScorer, TokenPruner
+from .pruning.scorers import Scorer
 from .pruning.state import PruningRecord
 
 
@@ -112,10 +113,6 @@ class SDTPModel(nn.Module):
         if str(layer) not in self.pruners:
             raise ValueError(f"layer {layer} has no pruning module; the adapter's stage layers are {list(self.schedule.layers)}")
         return self.pruners[str(layer)]
-
-    def score_tokens(self, layer: int, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Keep-minus-drop margin of stage ``layer``'s module: ``[B, n, d] -> [B, n]``."""
-        return ModuleScorer(self.pruners)(layer, hidden, positions)
 
     @property
     def active_schedule(self):

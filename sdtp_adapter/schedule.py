@@ -1,8 +1,8 @@
-"""Stage placement, per-stage token budgets and the analytic prefill FLOPs model.
+"""Stage placement and per-stage token budgets.
 
 Everything here is plain arithmetic on lengths, shared by inference (how many tokens to gather),
-training (how many tokens the simulated mask keeps) and the benchmarks (the speedup bound), so the
-three can never disagree.
+training (how many tokens the simulated mask keeps) and the benchmarks (``bench.flops``' speedup
+bound), so the three can never disagree.
 """
 
 from __future__ import annotations
@@ -108,83 +108,3 @@ class StageSchedule:
         if length < 1 or num_layers < 1:
             raise ValueError(f"length={length}, num_layers={num_layers}; allowed: both >= 1")
         return sum(self.tokens_per_layer(length, num_layers)) / (length * num_layers)
-
-
-@dataclass(frozen=True)
-class ModelDims:
-    """The shapes the FLOPs model needs (read from a transformers config by ``architectures``)."""
-
-    hidden_size: int
-    intermediate_size: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
-    num_layers: int
-    vocab_size: int
-
-
-# How attention products are counted: "causal" = the work a causal kernel needs (query i meets the
-# keys up to itself); "full" = every query times every key, which dense kernels with an explicit mask
-# compute and torch's FlopCounterMode counts (its SDPA formulas ignore causality).
-ATTENTION_COUNTS = ("causal", "full")
-
-
-def _check_attention_count(attention: str) -> None:
-    if attention not in ATTENTION_COUNTS:
-        raise ValueError(f"attention={attention!r} is not a counting convention; allowed: {list(ATTENTION_COUNTS)}")
-
-
-def layer_flops(dims: ModelDims, tokens: int, past: int = 0, attention: str = "causal") -> float:
-    """Multiply-accumulate FLOPs (x2) of one decoder layer over ``tokens`` queries.
-
-    Counts the q/k/v/o projections, the gated MLP (3 matrices) and the score and value products;
-    norms, RoPE, softmax and biases are ignored (a few percent at these sizes). ``attention``
-    ("causal" or "full", see ``ATTENTION_COUNTS``) says how many keys each query is multiplied with.
-    """
-    _check_attention_count(attention)
-    q_dim = dims.num_attention_heads * dims.head_dim
-    kv_dim = dims.num_key_value_heads * dims.head_dim
-    projections = 2 * tokens * dims.hidden_size * (2 * q_dim + 2 * kv_dim)
-    mlp = 2 * tokens * 3 * dims.hidden_size * dims.intermediate_size
-    if attention == "causal":
-        # query i (0-based among the new tokens) sees past + i + 1 keys
-        keys_seen = tokens * past + tokens * (tokens + 1) / 2
-    else:
-        keys_seen = tokens * (past + tokens)
-    attention_flops = 2 * 2 * keys_seen * q_dim
-    return projections + mlp + attention_flops
-
-
-def prefill_flops(
-    dims: ModelDims, tokens_per_layer: list[int], pruner_flops: float = 0.0, attention: str = "causal"
-) -> float:
-    """Prefill FLOPs of the decoder stack plus the LM head on the last position."""
-    body = sum(layer_flops(dims, n, attention=attention) for n in tokens_per_layer)
-    return body + 2 * dims.hidden_size * dims.vocab_size + pruner_flops
-
-
-def scoring_flops(dims: ModelDims, schedule: StageSchedule, length: int, pruner_hidden: int) -> float:
-    """FLOPs of the stage scoring MLPs (``d -> pruner_hidden -> 2``, biases ignored) in a pruned prefill.
-
-    Each stage scores the tokens that entered the layer before it (all ``length`` at layer 0).
-    """
-    per_layer = schedule.tokens_per_layer(length, dims.num_layers)
-    scored = [per_layer[layer - 1] if layer > 0 else length for layer in schedule.layers]
-    return sum(2 * n * (dims.hidden_size * pruner_hidden + pruner_hidden * 2) for n in scored)
-
-
-def pruned_prefill_flops(
-    dims: ModelDims, schedule: StageSchedule, length: int, pruner_hidden: int = 0, attention: str = "causal"
-) -> float:
-    """Prefill FLOPs of a ``length``-token prompt pruned by ``schedule``, scoring modules included."""
-    per_layer = schedule.tokens_per_layer(length, dims.num_layers)
-    pruner = scoring_flops(dims, schedule, length, pruner_hidden)
-    return prefill_flops(dims, per_layer, pruner, attention=attention)
-
-
-def flops_speedup_bound(
-    dims: ModelDims, schedule: StageSchedule, length: int, pruner_hidden: int = 0, attention: str = "causal"
-) -> float:
-    """Analytic upper bound on the prefill speedup of ``schedule`` at ``length`` tokens."""
-    full = prefill_flops(dims, [length] * dims.num_layers, attention=attention)
-    return full / pruned_prefill_flops(dims, schedule, length, pruner_hidden, attention=attention)

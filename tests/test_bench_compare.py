@@ -5,6 +5,7 @@ from __future__ import annotations
 from conftest import tiny_llama
 from sdtp_adapter import SDTPConfig, get_sdtp_model
 from sdtp_adapter.bench import compare
+from sdtp_adapter.zoo import DEFAULT_MODEL
 
 
 def row(name: str, kind: str, dnll: float, kl: float, top1: float = 0.9, tasks: float | None = None) -> dict:
@@ -42,7 +43,7 @@ def test_verdict_checks_every_target_against_baselines_and_llmlingua_only():
 def test_render_has_one_row_per_method_with_task_columns_and_the_verdict():
     rows = [row(compare.TRAINED, "pruning", 1.5, 0.05, 0.96, 0.8), row("recency", "pruning", 1.0, 0.06, 0.9, 0.2)]
     rows[0]["compression"] = None
-    data = {"results": dict(model=compare.TARGET_MODEL, prefix=2048, continuation=128, windows=12, base_nll=3.1, sdtp_kept_share=0.59,
+    data = {"results": dict(model=DEFAULT_MODEL, prefix=2048, continuation=128, windows=12, base_nll=3.1, sdtp_kept_share=0.59,
                             rows=rows, verdict=compare.verdict(rows)), "meta": {}}
     lines = compare.render(data)
     table = [line for line in lines if line.startswith("| ") and "prefill token share" not in line]

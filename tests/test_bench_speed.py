@@ -13,8 +13,8 @@ from sdtp_adapter import SDTPConfig, get_sdtp_model
 from sdtp_adapter.architectures import model_dims
 from sdtp_adapter.bench import speed
 from sdtp_adapter.bench.flops import count_flops, flops_check, prefill_call
+from sdtp_adapter.bench.flops import layer_flops, prefill_flops, pruned_prefill_flops
 from sdtp_adapter.bench.memory import peak_memory
-from sdtp_adapter.schedule import layer_flops, prefill_flops, pruned_prefill_flops
 
 STAGES = dict(prune_layers=[2, 4, 6], keep_ratio=0.5, protected_first=2, local_window_ratio=0.05, pruner_hidden_size=32)
 

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from sdtp_adapter import SDTPConfig
-from sdtp_adapter.schedule import ModelDims, StageSchedule, flops_speedup_bound, layer_flops
+from sdtp_adapter.architectures import ModelDims
+from sdtp_adapter.bench.flops import flops_speedup_bound, layer_flops
+from sdtp_adapter.schedule import StageSchedule
 
 
 def test_default_schedule_on_30_layers():

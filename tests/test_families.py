@@ -1,49 +1,51 @@
-"""Every supported family on a tiny random model: exactness, generation, training reach."""
+"""Every supported family on a tiny random model (``conftest.FAMILIES``): exactness, generation, training reach."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, Gemma3TextConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config
 
-from conftest import random_ids
+from conftest import FAMILIES, random_ids, tiny_family, tiny_llama
 from sdtp_adapter import SDTPConfig, get_sdtp_model
+from sdtp_adapter.data.corpora import shakespeare_texts
 from sdtp_adapter.training.objective import sdtp_loss
 from test_inference import greedy_loop
 
-COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=8,
-              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False)
-FAMILIES = {
-    "mistral": lambda: MistralConfig(**COMMON, sliding_window=None),
-    "qwen2": lambda: Qwen2Config(**COMMON),
-    "qwen3": lambda: Qwen3Config(**COMMON, head_dim=16),
-    "phi3": lambda: Phi3Config(**COMMON, pad_token_id=0),
-    # windows far shorter than the prompts, so the sliding masks and caches really bind
-    "mistral-sliding": lambda: MistralConfig(**COMMON, sliding_window=16),
-    "qwen2-sliding": lambda: Qwen2Config(**COMMON, use_sliding_window=True, sliding_window=12, max_window_layers=3),
-    "gemma3": lambda: Gemma3TextConfig(**COMMON, head_dim=16, sliding_window=12, sliding_window_pattern=2,
-                                       query_pre_attn_scalar=16, pad_token_id=0),
-}
+# the tiny families on both backends, the tiny Llama, and the real SmolLM2 (integration, sdpa)
+KEEP_ALL_CASES = [
+    *(pytest.param(name, attn, id=f"{name}-{attn}") for name in ["llama", *sorted(FAMILIES)] for attn in ("sdpa", "eager")),
+    pytest.param("smollm2", "sdpa", id="smollm2-sdpa", marks=pytest.mark.integration),
+]
 
 
 def build(family: str, attn: str):
-    torch.manual_seed(0)
-    config = FAMILIES[family]()
-    config._attn_implementation = attn
-    return AutoModelForCausalLM.from_config(config).eval()
+    return tiny_family(family, attn)
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_keep_all_is_exact(family, attn):
-    base = build(family, attn)
-    ids = random_ids(40)
-    with torch.no_grad():
+@pytest.mark.parametrize("name, attn", KEEP_ALL_CASES)
+def test_keep_all_is_exact(name, attn, request):
+    """A keep-all schedule gathers at every stage yet gives the base model's logits and 20 greedy tokens."""
+    if name == "smollm2":
+        base, tokenizer = request.getfixturevalue("smollm2")
+        text = shakespeare_texts("heldout")["macbeth"]
+        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"][:300]])
+        config = SDTPConfig(keep_ratio=1.0)  # the default stages (layers 4-22 of 30)
+    else:
+        base = tiny_llama(attn) if name == "llama" else build(name, attn)
+        ids = random_ids(50, batch=2)
+        config = SDTPConfig(prune_layers=[1, 3, 4, 6], keep_ratio=1.0)
+    with torch.inference_mode():
         ref, ref_tokens = base(ids).logits, base.generate(ids, max_new_tokens=20, do_sample=False)
-    model = get_sdtp_model(base, SDTPConfig(prune_layers=[1, 3, 6], keep_ratio=1.0))
-    with torch.no_grad():
-        assert torch.equal(model(ids).logits, ref)
-        assert len(model.last_pruning.kept_positions) == 7  # gathers ran from layer 1 on
-        assert torch.equal(model.generate(ids, max_new_tokens=20, do_sample=False), ref_tokens)
+    model = get_sdtp_model(base, config)
+    try:
+        with torch.inference_mode():
+            assert torch.equal(model(ids).logits, ref)
+            layers = base.config.get_text_config().num_hidden_layers
+            # the gather path ran at every stage and every later layer got gathered inputs
+            assert sorted(model.last_pruning.kept_positions) == list(range(model.schedule.layers[0], layers))
+            assert torch.equal(model.generate(ids, max_new_tokens=20, do_sample=False), ref_tokens)
+    finally:
+        model.unload()  # the real model is shared with other tests
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))

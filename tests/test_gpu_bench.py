@@ -15,7 +15,7 @@ from transformers import AutoConfig
 from sdtp_adapter import SDTPConfig
 from sdtp_adapter.architectures import model_dims
 from sdtp_adapter.bench import gpu_report, shapes, speed
-from sdtp_adapter.schedule import flops_speedup_bound
+from sdtp_adapter.bench.flops import flops_speedup_bound
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["smollm2-135m-instruct", "llama3.2-1b", "llama3.1-8b"]  # the preset's shapes, in its order
@@ -98,7 +98,7 @@ def test_flops_bound_of_the_8b_shape():
 
 
 def test_table_defaults_and_errors():
-    assert speed.DEFAULT_LENGTHS["smollm2-135m-instruct"] == (1024, 2048, 4096, 8192)
+    assert shapes.SHAPES["smollm2-135m-instruct"].lengths == (1024, 2048, 4096, 8192)
     assert shapes.SHAPES["smollm2-135m-instruct"].adapter is not None  # shipped adapter kept for packaged models
     with pytest.raises(ValueError, match=r"model='llama-70b'.*allowed: \["):
         shapes.get_shape("llama-70b")

@@ -25,22 +25,7 @@ def greedy_loop(model, ids: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.cat(tokens, dim=1)
 
 
-@pytest.mark.parametrize("batch", [1, 2])
-def test_keep_all_schedule_is_exact(attn, batch):
-    base = tiny_llama(attn)
-    ids = random_ids(50, batch)
-    with torch.no_grad():
-        ref_logits = base(ids).logits
-        ref_tokens = base.generate(ids, max_new_tokens=20, do_sample=False)
-    model = get_sdtp_model(base, SDTPConfig(prune_layers=[1, 3, 4, 6], keep_ratio=1.0))
-    with torch.no_grad():
-        logits = model(ids).logits
-        record = model.last_pruning
-        tokens = model.generate(ids, max_new_tokens=20, do_sample=False)
-    # the gather path ran at every stage and every later layer got gathered inputs
-    assert sorted(record.kept_positions) == [1, 2, 3, 4, 5, 6, 7]
-    assert torch.equal(logits, ref_logits)
-    assert torch.equal(tokens, ref_tokens)
+# keep-all exactness (every family, this Llama included): tests/test_families.py::test_keep_all_is_exact
 
 
 def test_pruned_generate_equals_manual_greedy_loop(attn):

@@ -167,6 +167,17 @@ def test_kv_bytes_counts_every_layer():
     assert runner.kv_bytes(cache) == 3 * 2 * 2 * 12 * 16 * 4
 
 
+def test_kv_bytes_copy_agrees_with_the_library_on_a_pruned_cache():
+    from sdtp_adapter import get_sdtp_model
+    from sdtp_adapter.pruning.cache import kv_bytes
+
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(prune_layers=[2, 4], keep_ratio=0.5))
+    with torch.inference_mode():
+        cache = model(random_ids(40), use_cache=True).cache  # layers hold 40, 20 and 10 tokens
+    assert len({layer.keys.shape[-2] for layer in cache.layers}) == 3
+    assert runner.kv_bytes(cache) == kv_bytes(cache)
+
+
 def test_runner_never_imports_sdtp_adapter():
     tree = ast.parse(section.RUNNER.read_text())
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]

@@ -8,32 +8,14 @@ import re
 import pytest
 import torch
 
-from conftest import tiny_llama
+from conftest import CharTokenizer, tiny_llama
 from sdtp_adapter import SDTPConfig, get_sdtp_model
-from sdtp_adapter.baselines import recency_scorer
 from sdtp_adapter.bench import longcontext
 from sdtp_adapter.bench.methods import Method
 from sdtp_adapter.data import tasks
+from sdtp_adapter.pruning.scorers import recency_scorer
 
 TEXTS = ["\n".join(f"line {chr(97 + i % 26)} of the play, spoken {chr(97 + i % 7)}" for i in range(4000))]
-
-
-class CharTokenizer:
-    """One token per character (ids < 128, for tiny models); decodes each id as ``t<id>`` so that
-    decoded tokens are whole words for the scoring rule."""
-
-    chat_template = "<role>content</>"
-    bos_token_id, eos_token_id = 1, 2
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [ord(c) % 128 for c in text]}
-
-    def apply_chat_template(self, messages, add_generation_prompt=False):
-        text = "".join(f"<{m['role']}>{m['content']}</>" for m in messages)
-        return self(text + ("<assistant>" if add_generation_prompt else ""))["input_ids"]
-
-    def decode(self, ids, skip_special_tokens=False):
-        return " ".join(f"t{i}" for i in ids)
 
 
 def original_retrieval_task(kind: str, rng: random.Random):

@@ -18,9 +18,9 @@ import torch
 
 from conftest import random_ids, tiny_llama
 from sdtp_adapter import SDTPConfig, SDTPModel, get_sdtp_model
-from sdtp_adapter.baselines import recency_scorer
 from sdtp_adapter.files import CorruptedFileError
 from sdtp_adapter.persistence import WEIGHTS_NAME
+from sdtp_adapter.pruning.scorers import recency_scorer
 
 STAGES = dict(prune_layers=[2, 4, 6], keep_ratio=0.7, protected_first=4, local_window_ratio=0.1)
 
@@ -637,3 +637,27 @@ def test_A13c_a_home_relative_adapter_path_is_local(tmp_path, monkeypatch):
         SDTPModel.from_pretrained(tiny_llama(), "~/my-adapter")
     pruned().save_pretrained(tmp_path / "my-adapter")
     SDTPModel.from_pretrained(tiny_llama(), "~/my-adapter")
+
+
+@pytest.mark.parametrize(
+    "case, name, env",
+    [
+        ("A13a missing org/name", "myorg/my-adapter", {"HF_ENDPOINT": "http://127.0.0.1:9"}),
+        ("A13b mistyped relative folder", "adapters/mine", {"HF_ENDPOINT": "http://127.0.0.1:9"}),
+        ("A13g org/name offline", "myorg/my-adapter", {"HF_HUB_OFFLINE": "1"}),
+        ("a/b/c local-looking", "adapters/mine/v2", {}),
+        ("./x", "./my-adapter", {}),
+    ],
+)
+def test_A13_a_missing_adapter_says_it_is_not_a_folder_and_how_the_hub_was_tried(tmp_path, monkeypatch, case, name, env):
+    """No network is reachable here: a closed local port stands in for an unreachable Hub."""
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", env.get("HF_HUB_OFFLINE") == "1")
+    monkeypatch.setattr(hub_constants, "ENDPOINT", env.get("HF_ENDPOINT", hub_constants.ENDPOINT))
+    with pytest.raises(FileNotFoundError, match=rf"adapter '{name}' is not an existing folder \(relative paths start from"):
+        SDTPModel.from_pretrained(tiny_llama(), name)

@@ -5,20 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sdtp_adapter import SDTPConfig, SDTPModel, get_sdtp_model
-from sdtp_adapter.baselines import random_scorer
+from sdtp_adapter import SDTPModel
+from sdtp_adapter.bench.fidelity import compare_scorers, text_windows
 from sdtp_adapter.cli import main
 from sdtp_adapter.data.corpora import shakespeare_texts
-from sdtp_adapter.evaluation import compare_scorers, text_windows
-from sdtp_adapter.zoo import SHIPPED_ADAPTERS, SMOLLM2_135M, load_model
+from sdtp_adapter.pruning.scorers import random_scorer
+from sdtp_adapter.zoo import SHIPPED_ADAPTERS, SMOLLM2_135M
 
 pytestmark = pytest.mark.integration
 ADAPTER = SHIPPED_ADAPTERS / SMOLLM2_135M.name
-
-
-@pytest.fixture(scope="module")
-def smollm2():
-    return load_model()
 
 
 @pytest.fixture(scope="module")
@@ -28,20 +23,7 @@ def heldout_ids(smollm2):
     return torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"][:1200]])
 
 
-def test_keep_all_schedule_is_exact_on_smollm2(smollm2, heldout_ids):
-    model, _ = smollm2
-    ids = heldout_ids[:, :300]
-    with torch.inference_mode():
-        ref = model(ids).logits
-        ref_tokens = model.generate(ids, max_new_tokens=20, do_sample=False)
-    sdtp = get_sdtp_model(model, SDTPConfig(keep_ratio=1.0))
-    try:
-        with torch.inference_mode():
-            assert torch.equal(sdtp(ids).logits, ref)
-            assert len(sdtp.last_pruning.kept_positions) == 30 - 4
-            assert torch.equal(sdtp.generate(ids, max_new_tokens=20, do_sample=False), ref_tokens)
-    finally:
-        sdtp.unload()
+# keep-all exactness on SmolLM2: tests/test_families.py::test_keep_all_is_exact[smollm2-sdpa]
 
 
 def test_shipped_adapter_prunes_to_schedule_and_beats_random(smollm2, heldout_ids):

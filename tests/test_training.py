@@ -10,9 +10,9 @@ import torch
 from conftest import random_ids, tiny_llama
 from sdtp_adapter import SDTPConfig, get_sdtp_model
 from sdtp_adapter.training.losses import lm_loss, mse_loss, ranking_loss
-from sdtp_adapter.training.masking import MaskSimulation
 from sdtp_adapter.training.objective import sdtp_loss
 from sdtp_adapter.training.saliency import normalize_saliency, target_log_likelihood, token_saliency
+from sdtp_adapter.training.simulation import MaskSimulation
 
 CONFIG = dict(prune_layers=[2, 4, 6], keep_ratio=0.7)
 
@@ -103,7 +103,7 @@ def test_normalize_saliency_uses_candidates_max():
 def test_simulation_keeps_the_inference_budget():
     model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG))
     ids = random_ids(50)
-    sim = MaskSimulation(model.schedule, model.pruners, 50, 1.0)
+    sim = MaskSimulation(model.schedule, model.pruner, 50, 1.0)
     with model.simulate(sim):
         model(ids, use_cache=False)
     budgets = model.schedule.budgets(50)
@@ -201,7 +201,7 @@ def test_token_marking_and_saliency_warm_start():
 def test_simulated_mask_keeps_the_layers_own_sliding_window():
     model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG))
     n, window = 30, 8
-    sim = MaskSimulation(model.schedule, model.pruners, n, 1.0)
+    sim = MaskSimulation(model.schedule, model.pruner, n, 1.0)
     hidden = torch.randn(1, n, 64)
     sim.on_stage(2, hidden)
     i, j = torch.arange(n)[:, None], torch.arange(n)[None, :]
@@ -214,3 +214,21 @@ def test_simulated_mask_keeps_the_layers_own_sliding_window():
     inside = sliding[0, 0] & kept[None, :]
     assert torch.equal(bias[inside], plain[inside])
     assert bool((torch.diagonal(bias) == 0).all())
+
+
+@pytest.mark.parametrize("term", ["mse", "rank"])
+def test_warm_start_loss_term_reaches_every_pruning_module(term):
+    """The warm start uses the joint objective's ``weighted_saliency_loss``: each weighted term alone moves every module."""
+    from datasets import Dataset
+
+    from sdtp_adapter.training.marking import mark_tokens
+    from sdtp_adapter.training.trainer import fit_to_saliency
+
+    weights = {"mse_loss_weight": 0.0, "rank_loss_weight": 0.0, f"{term}_loss_weight": 1.0}
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG, **weights))
+    rows = [{"input_ids": random_ids(40)[0].tolist(), "target_mask": [i >= 30 for i in range(40)]}]
+    marked = mark_tokens(model, Dataset.from_list(rows), dtype=torch.float32)
+    before = {layer: module.fc1.weight.clone() for layer, module in model.pruners.items()}
+    fit_to_saliency(model, marked, epochs=1)
+    for layer, module in model.pruners.items():
+        assert not torch.equal(module.fc1.weight, before[layer]), f"{term} loss does not move stage {layer}"

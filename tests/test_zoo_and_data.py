@@ -8,6 +8,7 @@ import zipfile
 import pytest
 import torch
 
+from conftest import CharTokenizer
 from sdtp_adapter import zoo
 from sdtp_adapter.data import tasks
 
@@ -41,22 +42,6 @@ def test_cached_folder_is_reused_without_download(tmp_path, monkeypatch):
     (folder / "model.safetensors").write_bytes(b"")
     monkeypatch.setattr(zoo, "pip_download", lambda *a, **k: pytest.fail("downloaded again"))
     assert zoo.model_path() == folder
-
-
-class CharTokenizer:
-    """A stand-in tokenizer: one token per character, a trivial chat template."""
-
-    chat_template = "<role>content</>"
-    bos_token_id, eos_token_id = 1, 2
-
-    def __call__(self, text, add_special_tokens=False):
-        return {"input_ids": [ord(c) % 256 for c in text]}
-
-    def apply_chat_template(self, messages, add_generation_prompt=False):
-        text = "".join(f"<{m['role']}>{m['content']}</>" for m in messages)
-        if add_generation_prompt:
-            text += "<assistant>"
-        return self(text)["input_ids"]
 
 
 def test_chat_sample_marks_exactly_the_answer():

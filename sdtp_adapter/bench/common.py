@@ -7,13 +7,13 @@ import argparse
 import torch
 
 from ..data.corpora import shakespeare_texts
-from ..evaluation import text_windows
 from ..model import SDTPModel
-from ..zoo import MODELS, SHIPPED_ADAPTERS, SMOLLM2_135M, load_model
+from ..zoo import DEFAULT_MODEL, MODELS, SHIPPED_ADAPTERS, load_model
+from .fidelity import text_windows
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=SMOLLM2_135M.name, choices=sorted(MODELS), help="packaged base model")
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help="packaged base model")
     parser.add_argument(
         "--adapter", default=None, help="adapter folder, shipped adapter name or Hub id (default: the shipped adapter of --model)"
     )
@@ -21,7 +21,6 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_sdtp(model: str, adapter: str | None = None) -> tuple[SDTPModel, object]:
     """``(SDTPModel with the adapter attached, tokenizer)`` for a packaged model (fp32, sdpa)."""
-    torch.manual_seed(0)
     base, tokenizer = load_model(model)
     return SDTPModel.from_pretrained(base, adapter or SHIPPED_ADAPTERS / model), tokenizer
 

@@ -13,9 +13,10 @@ import argparse
 import statistics
 
 from ..architectures import model_dims
-from ..evaluation import compare_methods
+from ..zoo import DEFAULT_MODEL
 from . import longcontext
 from .common import add_model_arguments, heldout_windows, load_sdtp
+from .fidelity import compare_methods
 from .meta import run_meta, write_results
 from .methods import Method, standard_methods
 from .plotting import pyplot, save_figure
@@ -24,7 +25,6 @@ from .plotting import pyplot, save_figure
 TARGET_DNLL_PCT = 2.0
 TARGET_TOP1 = 0.95
 TRAINED = "SDTP (trained)"
-TARGET_MODEL = "smollm2-135m-instruct"  # the model the targets are set for
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,7 +53,7 @@ def peer_methods(sdtp, tokenizer, share: float, args) -> list[Method]:
     if args.no_llmlingua:
         return []
     from ..data.corpora import shakespeare_texts
-    from ..evaluation import text_windows
+    from .fidelity import text_windows
     from .peers.llmlingua import llmlingua_method
 
     window = sdtp.schedule.local_window_ratio
@@ -216,7 +216,7 @@ def render(data: dict) -> list[str]:
                       f"(median of {c['calls']}), keeps {c['kept_share_mean']:.3f} of its tokens, {c['passes_mean']:.1f} "
                       "budget-calibration passes on average; the prefill speedup above includes all of them."]
     v = res.get("verdict") or {}
-    if v and res["model"] == TARGET_MODEL:
+    if v and res["model"] == DEFAULT_MODEL:  # the targets are set for the default model only
 
         def against(key: str, what: str) -> str:
             lost = [name for name, won in v.get(key, {}).items() if not won]

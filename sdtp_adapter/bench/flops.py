@@ -1,4 +1,4 @@
-"""Counted FLOPs (``torch.utils.flop_counter.FlopCounterMode``) against the analytic model of ``schedule``.
+"""The analytic prefill FLOPs model, and counted FLOPs (``torch.utils.flop_counter.FlopCounterMode``) against it.
 
 What ``FlopCounterMode`` counts (torch 2.13, checked on Llama-family models): only matrix products,
 as ``2 * m * n * k`` per ``mm``/``addmm``/``bmm`` (biases, norms, RoPE, softmax, activations and
@@ -9,7 +9,7 @@ knows (CUDA flash / memory-efficient / cuDNN) get ``4 * b * h_q * s_q * s_k * d`
 "we aren't accounting for causal attention". The CPU SDPA kernel
 (``aten._scaled_dot_product_flash_attention_for_cpu``) has no formula and would count as 0, so
 ``count_flops`` maps it to the same full-attention formula; every backend then counts alike and
-``schedule.prefill_flops(..., attention="full")`` reproduces the count exactly.
+``prefill_flops(..., attention="full")`` reproduces the count exactly.
 """
 
 from __future__ import annotations
@@ -20,9 +20,76 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..architectures import model_dims
+from ..architectures import ModelDims, model_dims
 from ..model import SDTPModel
-from ..schedule import prefill_flops, pruned_prefill_flops
+from ..schedule import StageSchedule
+
+# How attention products are counted: "causal" = the work a causal kernel needs (query i meets the
+# keys up to itself); "full" = every query times every key, which dense kernels with an explicit mask
+# compute and torch's FlopCounterMode counts (its SDPA formulas ignore causality).
+ATTENTION_COUNTS = ("causal", "full")
+
+
+def _check_attention_count(attention: str) -> None:
+    if attention not in ATTENTION_COUNTS:
+        raise ValueError(f"attention={attention!r} is not a counting convention; allowed: {list(ATTENTION_COUNTS)}")
+
+
+def layer_flops(dims: ModelDims, tokens: int, past: int = 0, attention: str = "causal") -> float:
+    """Multiply-accumulate FLOPs (x2) of one decoder layer over ``tokens`` queries.
+
+    Counts the q/k/v/o projections, the gated MLP (3 matrices) and the score and value products;
+    norms, RoPE, softmax and biases are ignored (a few percent at these sizes). ``attention``
+    ("causal" or "full", see ``ATTENTION_COUNTS``) says how many keys each query is multiplied with.
+    """
+    _check_attention_count(attention)
+    q_dim = dims.num_attention_heads * dims.head_dim
+    kv_dim = dims.num_key_value_heads * dims.head_dim
+    projections = 2 * tokens * dims.hidden_size * (2 * q_dim + 2 * kv_dim)
+    mlp = 2 * tokens * 3 * dims.hidden_size * dims.intermediate_size
+    if attention == "causal":
+        # query i (0-based among the new tokens) sees past + i + 1 keys
+        keys_seen = tokens * past + tokens * (tokens + 1) / 2
+    else:
+        keys_seen = tokens * (past + tokens)
+    attention_flops = 2 * 2 * keys_seen * q_dim
+    return projections + mlp + attention_flops
+
+
+def prefill_flops(
+    dims: ModelDims, tokens_per_layer: list[int], pruner_flops: float = 0.0, attention: str = "causal"
+) -> float:
+    """Prefill FLOPs of the decoder stack plus the LM head on the last position."""
+    body = sum(layer_flops(dims, n, attention=attention) for n in tokens_per_layer)
+    return body + 2 * dims.hidden_size * dims.vocab_size + pruner_flops
+
+
+def scoring_flops(dims: ModelDims, schedule: StageSchedule, length: int, pruner_hidden: int) -> float:
+    """FLOPs of the stage scoring MLPs (``d -> pruner_hidden -> 2``, biases ignored) in a pruned prefill.
+
+    Each stage scores the tokens that entered the layer before it (all ``length`` at layer 0).
+    """
+    per_layer = schedule.tokens_per_layer(length, dims.num_layers)
+    scored = [per_layer[layer - 1] if layer > 0 else length for layer in schedule.layers]
+    return sum(2 * n * (dims.hidden_size * pruner_hidden + pruner_hidden * 2) for n in scored)
+
+
+def pruned_prefill_flops(
+    dims: ModelDims, schedule: StageSchedule, length: int, pruner_hidden: int = 0, attention: str = "causal"
+) -> float:
+    """Prefill FLOPs of a ``length``-token prompt pruned by ``schedule``, scoring modules included."""
+    per_layer = schedule.tokens_per_layer(length, dims.num_layers)
+    pruner = scoring_flops(dims, schedule, length, pruner_hidden)
+    return prefill_flops(dims, per_layer, pruner, attention=attention)
+
+
+def flops_speedup_bound(
+    dims: ModelDims, schedule: StageSchedule, length: int, pruner_hidden: int = 0, attention: str = "causal"
+) -> float:
+    """Analytic upper bound on the prefill speedup of ``schedule`` at ``length`` tokens."""
+    full = prefill_flops(dims, [length] * dims.num_layers, attention=attention)
+    return full / pruned_prefill_flops(dims, schedule, length, pruner_hidden, attention=attention)
+
 
 COUNTER = (
     "torch.utils.flop_counter.FlopCounterMode (matrix products only, attention as full s_q x s_k products; "

@@ -11,9 +11,9 @@ import contextlib
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-from .. import baselines
 from ..model import SDTPModel
-from ..pruning.controller import Scorer
+from ..pruning import scorers
+from ..pruning.scorers import Scorer
 
 # (document text, question or "") -> shorter document text
 Compressor = Callable[[str, str], str]
@@ -65,6 +65,6 @@ def standard_methods(sdtp: SDTPModel) -> list[Method]:
         Method("SDTP (trained)"),
         Method("SDTP-low (5 stages)", layers=sdtp_low_layers(sdtp.schedule.layers)),
     ]
-    for name, scorer in baselines.scorers_for(sdtp.base_model).items():
+    for name, scorer in scorers.scorers_for(sdtp.base_model).items():
         methods.append(Method(name, scorer=scorer))
     return methods

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..schedule import StageSchedule
-from ..zoo import MODELS, SMOLLM2_135M
+from ..zoo import DEFAULT_MODEL, MODELS
 from .meta import RESULTS_DIR, run_meta, write_results
 from .plotting import pyplot, save_figure
 from .saliency_metrics import (
@@ -166,7 +166,7 @@ def plot_tokens(saliency: torch.Tensor, results: dict, directory: Path) -> None:
 # --------------------------------------------------------------------------- section interface
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``sdtp bench observations``."""
-    parser.add_argument("--model", default=SMOLLM2_135M.name, choices=sorted(MODELS), help="packaged base model")
+    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help="packaged base model")
     parser.add_argument(
         "--adapter", default=None, help="adapter folder whose config gives the stage layers, protected tokens and "
         "text target tail (default: the shipped adapter for --model)"
@@ -187,7 +187,7 @@ def build_samples(tokenizer, args: argparse.Namespace, tail_ratio: float) -> dic
     next-token prediction as target, and retrieval chats whose answer is the target."""
     from ..data.corpora import shakespeare_texts
     from ..data.tasks import retrieval_sample
-    from ..evaluation import text_windows
+    from .fidelity import text_windows
 
     texts = list(shakespeare_texts("heldout").values())
     windows = [w[0].tolist() for w in text_windows(tokenizer, texts, args.samples, args.length, args.seed)]

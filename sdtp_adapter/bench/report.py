@@ -1,32 +1,24 @@
 """Regenerate ``docs/benchmarks.md`` from the section JSON files under ``docs/benchmarks/``.
 
-Sections register a renderer ``(data) -> markdown lines`` here; a section whose JSON is missing is
-skipped, so any subset of the benchmarks can be rerun and the page stays consistent.
+Each section of ``bench.sections`` renders its JSON files (``render(data) -> markdown lines``), in
+that table's order; a section whose JSON is missing is skipped, so any subset of the benchmarks can be
+rerun and the page stays consistent.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from ..files import atomic_write_bytes
+from ..zoo import DEFAULT_MODEL
 from .meta import RESULTS_DIR, meta_lines, read_results
-
-# (section JSON name pattern, module with ``render(data) -> list[str]``), in page order
-SECTIONS: list[tuple[str, str]] = [
-    ("speed-*", "speed"),
-    ("compare-*", "compare"),
-    ("tasks*", "longcontext"),
-    ("kvpress*", "peers.kvpress"),
-    ("sweep*", "sweep"),
-    ("observations*", "observations"),
-]
-DEFAULT_MODEL = "smollm2-135m-instruct"  # listed first: the model the README's numbers are about
+from .sections import SECTIONS, Section
 
 
 def section_names(pattern: str, directory: Path = RESULTS_DIR) -> list[str]:
     """JSON section names under ``directory`` matching ``pattern``, the default model's first."""
     names = [p.stem for p in directory.glob(f"{pattern}.json")]
+    # listed first: the model the README's numbers are about
     return sorted(names, key=lambda name: (DEFAULT_MODEL not in name, name))
 
 
@@ -43,20 +35,20 @@ HEADER = [
 ]
 
 
-def render_section(section: str, module: str, directory: Path = RESULTS_DIR) -> list[str]:
-    data = read_results(section, directory)
+def render_section(name: str, section: Section, directory: Path = RESULTS_DIR) -> list[str]:
+    """Markdown of the result file ``name`` (rendered by ``section``), with its measurement metadata."""
+    data = read_results(name, directory)
     if data is None:
         return []
-    render = importlib.import_module(f"{__package__}.{module}").render
-    return render(data) + ["", *meta_lines(data["meta"]), ""]
+    return section.load().render(data) + ["", *meta_lines(data["meta"]), ""]
 
 
 def write_report(path: Path | None = None, directory: Path = RESULTS_DIR) -> Path:
     """Rewrite the benchmarks page (default ``docs/benchmarks.md``) from every section present."""
     path = path or directory.parent / "benchmarks.md"
     lines = list(HEADER)
-    for pattern, module in SECTIONS:
-        for section in section_names(pattern, directory):
-            lines += render_section(section, module, directory)
+    for section in SECTIONS:
+        for name in section_names(section.results, directory):
+            lines += render_section(name, section, directory)
     atomic_write_bytes(path, ("\n".join(lines).rstrip() + "\n").encode())
     return path

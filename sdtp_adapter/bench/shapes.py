@@ -17,7 +17,7 @@ import torch
 
 from ..config import SDTPConfig
 from ..model import SDTPModel, get_sdtp_model
-from ..zoo import GEMMA3_270M, SHIPPED_ADAPTERS, SMOLLM2_135M
+from ..zoo import MODELS, SHIPPED_ADAPTERS, PackagedModel
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "recipes" / "configs"
 GPU_LENGTHS = (1024, 2048, 4096, 8192, 16384, 32768)
@@ -41,14 +41,16 @@ class Shape:
     upstream: str
     adapter: Path | None = None
 
+    @classmethod
+    def packaged(cls, model: PackagedModel) -> Shape:
+        """A packaged model's shape: ``recipes/configs/<name>.json``, its benchmark lengths, its shipped adapter."""
+        return cls(model.name, f"{model.name}.json", model.bench_lengths, model.upstream, SHIPPED_ADAPTERS / model.name)
+
 
 SHAPES: dict[str, Shape] = {
     s.name: s
     for s in (
-        Shape(SMOLLM2_135M.name, "smollm2-135m-instruct.json", (1024, 2048, 4096, 8192), SMOLLM2_135M.upstream,
-              SHIPPED_ADAPTERS / SMOLLM2_135M.name),
-        Shape(GEMMA3_270M.name, "gemma3-270m.json", (1024, 2048, 4096, 8192, 16384), GEMMA3_270M.upstream,
-              SHIPPED_ADAPTERS / GEMMA3_270M.name),
+        *(Shape.packaged(model) for model in MODELS.values()),
         Shape("llama3.2-1b", "llama3.2-1b.json", GPU_LENGTHS, "meta-llama/Llama-3.2-1B shape (config only)"),
         Shape("llama3.1-8b", "llama3.1-8b.json", GPU_LENGTHS, "meta-llama/Llama-3.1-8B shape (config only)"),
     )
@@ -73,16 +75,20 @@ def shape_config(name: str, config_file: str | Path | None = None, max_length: i
     return config
 
 
-def random_model(config, device: str, dtype: torch.dtype) -> torch.nn.Module:
+def random_model(config, device: str, dtype: torch.dtype, seed: int = 0) -> torch.nn.Module:
     """``*ForCausalLM`` of ``config`` with transformers' random init, allocated on ``device`` in ``dtype``.
 
     Values are normal(0, initializer_range) and ones for norms: finite, like a trained model's scale,
-    so no kernel takes a NaN/inf path.
+    so no kernel takes a NaN/inf path. ``seed`` fixes the values without touching the caller's global
+    random state (transformers' init draws from it, so it runs inside ``torch.random.fork_rng``).
     """
     from transformers import AutoModelForCausalLM
 
-    with torch.device(device):  # allocate (and initialise) where it runs: no fp32 CPU copy of 8B
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):  # the caller's generators are restored on exit
+        torch.random.manual_seed(seed)
+        with torch.device(device):  # allocate (and initialise) where it runs: no fp32 CPU copy of 8B
+            model = AutoModelForCausalLM.from_config(config, dtype=dtype, attn_implementation="sdpa")
     return model.eval()
 
 

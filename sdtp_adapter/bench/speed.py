@@ -36,18 +36,16 @@ import torch
 from ..architectures import model_dims
 from ..model import SDTPModel
 from ..pruning.cache import kv_bytes
-from ..schedule import flops_speedup_bound, prefill_flops, pruned_prefill_flops
 from ..timing import interleaved
-from ..zoo import MODELS, SHIPPED_ADAPTERS, SMOLLM2_135M
+from ..zoo import DEFAULT_MODEL, MODELS, SHIPPED_ADAPTERS
 from .common import heldout_ids
 from .components import component_costs
-from .flops import flops_check, prefill_call
+from .flops import flops_check, flops_speedup_bound, prefill_call, prefill_flops, pruned_prefill_flops
 from .memory import cpu_method, peak_memory
 from .meta import RESULTS_DIR, run_meta, write_results
 from .plotting import pyplot, save_figure
 from .shapes import SHAPES, attach_pruning, check_finite, get_shape, random_model, shape_config
 
-DEFAULT_LENGTHS = {name: shape.lengths for name, shape in SHAPES.items()}
 DTYPES = ("float32", "bfloat16", "float16")
 METHODS = ("base", "sdtp")
 MIB = 2**20
@@ -56,7 +54,7 @@ MIB = 2**20
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     # the packaged models plus the shape-only ones (those need --random-init)
     parser.add_argument(
-        "--model", default=SMOLLM2_135M.name, choices=sorted(SHAPES), help=f"model (without --random-init: {sorted(MODELS)})"
+        "--model", default=DEFAULT_MODEL, choices=sorted(SHAPES), help=f"model (without --random-init: {sorted(MODELS)})"
     )
     parser.add_argument("--adapter", default=None, help="adapter folder or Hub id (default: the shipped adapter of --model)")
     parser.add_argument(
@@ -304,15 +302,14 @@ def load_inputs(
     ``device`` from ``recipes/configs/<model>.json`` (or ``shape_config_file``) with random weights and
     feeds random tokens (see ``bench.shapes``).
     """
-    torch.manual_seed(0)
     if shape_config_file and not random_init:
         raise ValueError(f"--shape-config {shape_config_file} needs --random-init")
     if random_init:
         shape = get_shape(model_name)
         config = shape_config(model_name, shape_config_file, max_length)
-        model = random_model(config, device, dtype)
+        model = random_model(config, device, dtype, seed=0)
         sdtp, adapter_text = attach_pruning(model, shape, adapter, fresh=shape_config_file is not None)
-        all_ids = torch.randint(10, config.vocab_size, (max_length,)).tolist()
+        all_ids = torch.randint(10, config.vocab_size, (max_length,), generator=torch.Generator().manual_seed(0)).tolist()
         weights = "random weights (speed only: timings depend on shapes, not values)"
         text, upstream = "random tokens", shape.upstream + (f", shape from {shape_config_file}" if shape_config_file else "")
     else:
@@ -341,7 +338,7 @@ def load_inputs(
 def run(args: argparse.Namespace, directory: Path = RESULTS_DIR) -> dict:
     """Run the section from parsed ``sdtp bench speed`` arguments (``--out`` overrides ``directory``)."""
     settings = SpeedSettings(
-        lengths=tuple(args.lengths or DEFAULT_LENGTHS[args.model]),
+        lengths=tuple(args.lengths or get_shape(args.model).lengths),
         repeats=args.repeats,
         warmup=args.warmup,
         decode_tokens=args.decode_tokens,

@@ -9,14 +9,16 @@ the measured prefill speedup at ``--speed-tokens``, every point interleaved with
 from __future__ import annotations
 
 import argparse
+import statistics
+
 import torch
 
 from ..architectures import model_dims
-from ..baselines import recency_scorer
-from ..evaluation import compare_methods
-from ..schedule import flops_speedup_bound
-from ..timing import interleaved, median
+from ..pruning.scorers import recency_scorer
+from ..timing import interleaved
 from .common import add_model_arguments, heldout_ids, heldout_windows, load_sdtp
+from .fidelity import compare_methods
+from .flops import flops_speedup_bound
 from .meta import run_meta, write_results
 from .methods import Method
 from .plotting import pyplot, save_figure
@@ -94,11 +96,11 @@ def sweep_points(sdtp, windows: list[torch.Tensor], prefix: int, ids: torch.Tens
             points.append({
                 "scorer": scorer, "placement": name, "layers": list(layers), "keep_ratio": r,
                 "kept_share": f.kept_share, "delta_nll_pct": f.delta_nll_pct, "top1": f.top1, "kl": f.kl,
-                "speedup": median(times["base"]) / median(times[method.name]), "flops_bound": bound,
+                "speedup": statistics.median(times["base"]) / statistics.median(times[method.name]), "flops_bound": bound,
             })
     for p, front in zip(points, pareto_front(points)):
         p["pareto"] = front
-    return points, {"base_nll": fidelity[trained[0].name].base_nll, "base_prefill_s": median(times["base"])}
+    return points, {"base_nll": fidelity[trained[0].name].base_nll, "base_prefill_s": statistics.median(times["base"])}
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -50,10 +50,6 @@ class SDTPCache(DynamicCache):
             return self.virtual_length + query_length, 0
         return super().get_mask_sizes(query_length, layer_idx)
 
-    def kv_bytes(self) -> int:
-        """Bytes held by keys and values over all layers."""
-        return kv_bytes(self)
-
 
 def kv_bytes(cache) -> int:
     """Bytes held by the keys and values of any layered transformers cache."""

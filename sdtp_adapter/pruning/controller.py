@@ -22,7 +22,7 @@ from __future__ import annotations
 import functools
 import threading
 import warnings
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -33,17 +33,15 @@ from ..schedule import StageSchedule
 from .cache import SDTPCache
 from .gather import gather_mask
 from .scoped import ScopedSetting
-from .module import ModuleScorer
 from .profiling import component
+from .pruner import ModuleScorer
+from .scorers import Scorer
 from .selection import select_indices, select_padded
 from .state import PASS, PRUNE, ForwardState, PruningRecord
 
-# (layer, hidden [B, n, d], original positions [B, n]) -> scores [B, n], higher = keep
-Scorer = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
-
 
 class Simulation(Protocol):
-    """Training-time stand-in for real pruning (see ``training.masking``).
+    """Training-time stand-in for real pruning (see ``training.simulation``).
 
     Attributes:
         schedule: the stages it simulates; layers before the first one are left alone.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..pruning.module import keep_margin, keep_probability
+from ..pruning.pruner import keep_margin, keep_probability
 
 
 def mse_loss(keep_prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -86,6 +86,12 @@ def saliency_losses(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.T
         target: ``[n]`` normalised saliency of those tokens.
     """
     return mse_loss(keep_probability(logits), target), ranking_loss(keep_margin(logits), target)
+
+
+def weighted_saliency_loss(mse: torch.Tensor, rank: torch.Tensor, config) -> torch.Tensor:
+    """``w_mse * L_mse + w_rank * L_rank`` with the weights of ``config`` (an ``SDTPConfig``): the
+    saliency part of the joint objective and the whole warm-start loss, so the two cannot drift."""
+    return config.mse_loss_weight * mse + config.rank_loss_weight * rank
 
 
 def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..files import atomic_write_bytes
 from ..model import SDTPModel
 from ..schedule import is_int, is_number
-from .losses import saliency_losses
+from .losses import saliency_losses, weighted_saliency_loss
 from .marking import MarkedSample
 from .objective import sdtp_loss
 
@@ -73,8 +73,9 @@ def train(model: SDTPModel, dataset, args: TrainingArguments) -> list[dict]:
             )
         for old in out.glob("checkpoint-*"):
             shutil.rmtree(old)  # stale checkpoints of the earlier run would mix with this run's
-    torch.manual_seed(args.seed)
     accelerator = Accelerator()
+    # a local generator: the seed fixes the Gumbel noise without reseeding the caller's global state
+    generator = torch.Generator(device=accelerator.device).manual_seed(args.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, args))
@@ -89,7 +90,7 @@ def train(model: SDTPModel, dataset, args: TrainingArguments) -> list[dict]:
         row = dataset[order[(step - 1) % len(order)]]
         ids = torch.tensor([row["input_ids"]], device=accelerator.device)
         target = torch.tensor([row["target_mask"]], dtype=torch.bool, device=accelerator.device)
-        terms = sdtp_loss(model, ids, target)
+        terms = sdtp_loss(model, ids, target, generator=generator)
         if not math.isfinite(terms.total.item()):
             saved = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
             raise FloatingPointError(
@@ -134,8 +135,8 @@ def fit_to_saliency(model: SDTPModel, marked: list[MarkedSample], epochs: int, l
         for i in order:
             terms = []
             for layer, (hidden, target) in marked[i].stages.items():
-                mse, rank = saliency_losses(model.pruners[str(layer)](hidden), target)
-                terms.append(cfg.mse_loss_weight * mse + cfg.rank_loss_weight * rank)
+                mse, rank = saliency_losses(model.pruner(layer)(hidden), target)
+                terms.append(weighted_saliency_loss(mse, rank, cfg))
             loss = torch.stack(terms).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 
 from ...schedule import StageSchedule
+from ...zoo import DEFAULT_MODEL
 from ..meta import RESULTS_DIR, read_results, run_meta, write_results
 
 SECTION = "kvpress"
-MODEL = "smollm2-135m-instruct"
+MODEL = DEFAULT_MODEL  # the one model the kvpress environment runs
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_ENV = REPO_ROOT / ".venv-kvpress"
 RUNNER = Path(__file__).with_name("kvpress_runner.py")
@@ -190,7 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     from ...data.corpora import shakespeare_texts
-    from ...evaluation import text_windows
+    from ..fidelity import text_windows
     from ...zoo import load_model, model_path
 
     python = ensure_env(args.env, create=not args.no_create_env)

@@ -10,7 +10,7 @@ continuation`` long), ``prefix``, ``compression_ratio``, ``presses`` (kvpress cl
 ``decode_tokens``, ``repeats`` and optionally ``parity`` = ``{"file": path of a torch file holding
 "input_ids" [T] and "logits" [T, V] computed by the other environment, "tolerance": float}``.
 
-Fidelity follows ``sdtp_adapter.evaluation.compare_methods``: the prefix is prefilled (compressed by the
+Fidelity follows ``sdtp_adapter.bench.fidelity.compare_methods``: the prefix is prefilled (compressed by the
 press), the continuation is fed on top of the cache in one chunk, and every continuation token's
 distribution is compared with the unpruned model's. kvpress compresses during prefill only (its hooks
 skip any forward pass that does not start at position 0), so the continuation chunk is never compressed.
@@ -98,6 +98,8 @@ def validate_input(spec: dict) -> None:
 
 
 # ---------------------------------------------------------------- model passes
+# Copied from sdtp_adapter.pruning.cache.kv_bytes (this runner must not import sdtp_adapter);
+# tests/test_kvpress_peer.py checks that the two agree.
 def kv_bytes(cache) -> int:
     """Bytes held by the keys and values of every layer of a transformers cache."""
     total = 0

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from conftest import random_ids, tiny_llama
 from sdtp_adapter import SDTPConfig, get_sdtp_model
-from sdtp_adapter.baselines import recency_scorer
+from sdtp_adapter.bench.fidelity import compare_methods
 from sdtp_adapter.bench.methods import Method
-from sdtp_adapter.evaluation import compare_methods
+from sdtp_adapter.pruning.scorers import recency_scorer
 
 STAGES = dict(prune_layers=[2, 4, 6], keep_ratio=0.6, protected_first=2, local_window_ratio=0.1)
 

@@ -9,11 +9,12 @@ forward value 0/1, gradient of the Gumbel-Softmax keep probability.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
 
-from ..pruning.module import keep_probability
+from ..pruning.pruner import keep_probability
 from ..pruning.selection import protected_mask, select_mask
 from ..schedule import StageSchedule
 
@@ -42,18 +43,20 @@ class MaskSimulation:
 
     Args:
         schedule: stage layers and budgets (shared with inference).
-        pruners: ``ModuleDict`` of stage modules keyed by layer.
+        pruner: stage layer -> its pruning module (``SDTPModel.pruner``).
         length: ``N``.
         temperature: Gumbel-Softmax temperature.
         gumbel: sample Gumbel noise (training) or use the plain logits (deterministic evaluation).
+        generator: source of the Gumbel noise (on the hidden states' device); ``None`` = torch's global one.
     """
 
-    def __init__(self, schedule: StageSchedule, pruners: nn.ModuleDict, length: int, temperature: float, gumbel: bool = True):
+    def __init__(self, schedule: StageSchedule, pruner: Callable[[int], nn.Module], length: int, temperature: float, gumbel: bool = True, generator: torch.Generator | None = None):
         self.schedule = schedule
-        self.pruners = pruners
+        self.pruner = pruner
         self.length = length
         self.temperature = temperature
         self.gumbel = gumbel
+        self.generator = generator
         self.budgets = dict(zip(schedule.layers, schedule.budgets(length)))
         self.records: list[StageRecord] = []
         self.keep: torch.Tensor | None = None  # [B, N] straight-through cumulative keep
@@ -67,9 +70,9 @@ class MaskSimulation:
         positions = torch.arange(n, device=hidden.device).expand(batch, -1)
         protected = protected_mask(positions, n, self.schedule)
         alive = self.records[-1].kept if self.records else torch.ones_like(protected)
-        logits = self.pruners[str(layer)](hidden)
+        logits = self.pruner(layer)(hidden)
         if self.gumbel:
-            u = torch.rand_like(logits).clamp_(1e-9, 1 - 1e-9)
+            u = torch.rand(logits.shape, generator=self.generator, device=logits.device, dtype=logits.dtype).clamp_(1e-9, 1 - 1e-9)
             noisy = logits - torch.log(-torch.log(u))
         else:
             noisy = logits

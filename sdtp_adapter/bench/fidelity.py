@@ -11,14 +11,14 @@ import contextlib
 import random
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .bench.methods import Method
-from .model import SDTPModel
-from .pruning.cache import kv_bytes
+from ..model import SDTPModel
+from ..pruning.cache import kv_bytes
+from .methods import Method
 
 
 @dataclass
@@ -51,9 +51,6 @@ class Fidelity:
     base_prefill_s: float = 0.0
     kv_mib: float = 0.0
     base_kv_mib: float = 0.0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def text_windows(tokenizer, texts: list[str], count: int, length: int, seed: int = 0) -> list[torch.Tensor]:

@@ -4,29 +4,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, Gemma3TextConfig, Phi3Config, Qwen3Config
 
-from conftest import random_ids, tiny_llama
+from conftest import random_ids, tiny_family, tiny_llama
 from sdtp_adapter import SDTPConfig, get_sdtp_model
-from sdtp_adapter.baselines import last_query_attention_scorer, scorers_for
+from sdtp_adapter.pruning.scorers import last_query_attention_scorer, scorers_for
 
-COMMON = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-              num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False)
+# 4 layers; each case's config fields on top of conftest's tiny family
 FAMILIES = {
-    "qwen3": lambda: Qwen3Config(**COMMON, head_dim=16),
-    # partial rotary: only the first half of each head is rotated
-    "phi3": lambda: Phi3Config(**COMMON, pad_token_id=0, partial_rotary_factor=0.5),
+    "qwen3": {},
+    "phi3": dict(partial_rotary_factor=0.5),  # partial rotary: only the first half of each head is rotated
     # window longer than the prompts, so every layer's real row is the full-attention row
-    "gemma3": lambda: Gemma3TextConfig(**COMMON, head_dim=16, sliding_window=512, sliding_window_pattern=2,
-                                       query_pre_attn_scalar=24, pad_token_id=0),
+    "gemma3": dict(sliding_window=512, query_pre_attn_scalar=24),
 }
 
 
 def build(family: str):
-    torch.manual_seed(0)
-    config = FAMILIES[family]()
-    config._attn_implementation = "eager"
-    return AutoModelForCausalLM.from_config(config).eval()
+    return tiny_family(family, "eager", num_hidden_layers=4, **FAMILIES[family])
 
 
 def reference_rows(model, ids: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

@@ -1,12 +1,18 @@
-"""Training-free scorers for the same stage schedule (``SDTPModel.use_scorer``): the yardsticks a
-trained adapter must beat. Each maps ``(layer, hidden [B, n, d], positions [B, n]) -> [B, n]``."""
+"""Token scorers: the ``Scorer`` type and the training-free scorers for the same stage schedule
+(``SDTPModel.use_scorer``), the yardsticks a trained adapter must beat. Each maps
+``(layer, hidden [B, n, d], positions [B, n]) -> [B, n]``; the trained one is ``pruner.ModuleScorer``."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
 
-from .architectures import attention_scaling, decoder_layers, rotated_query_key
+from ..architectures import attention_scaling, decoder_layers, rotated_query_key
+
+Scorer = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(layer, hidden [B, n, d], positions [B, n]) -> scores [B, n]``; higher is kept first."""
 
 
 def random_scorer(seed: int = 0):
