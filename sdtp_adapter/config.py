@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -135,12 +136,7 @@ class SDTPConfig:
             )
         if self.format_version < 1:
             bad("format_version", "expected an integer >= 1")
-        if self.format_version > FORMAT_VERSION:
-            bad(
-                "format_version",
-                f"this adapter was written by sdtp_adapter {self.library_version}, in a format newer than this "
-                f"release reads (<= {FORMAT_VERSION}); upgrade sdtp_adapter",
-            )
+        check_written_by(self.format_version, self.library_version)
 
     def check_model(self, num_layers: int, hidden_size: int) -> None:
         """Check the fields that depend on the model, before anything is allocated for it."""
@@ -189,6 +185,8 @@ class SDTPConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "SDTPConfig":
         known = {f.name for f in fields(cls)}
+        if is_int(data.get("format_version", FORMAT_VERSION)) and isinstance(data.get("library_version", ""), str):
+            check_written_by(data.get("format_version", FORMAT_VERSION), data.get("library_version", ""))  # before unknown fields
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown SDTPConfig fields {unknown}; allowed fields: {sorted(known)}")
@@ -216,3 +214,32 @@ class SDTPConfig:
 def max_pruner_hidden_size(hidden_size: int) -> int:
     """Largest ``pruner_hidden_size`` accepted for a model of ``hidden_size``."""
     return max(1024, 4 * hidden_size)
+
+
+def major_version(version: str) -> int | None:
+    """The leading integer of a version string (``'1.2.0'`` -> 1); None when it has none."""
+    match = re.match(r"\s*v?(\d+)", version)
+    return int(match.group(1)) if match else None
+
+
+def check_written_by(format_version: int, library_version: str) -> None:
+    """Refuse an adapter written by a newer release: a newer ``format_version`` than this release reads,
+    or a ``library_version`` of a newer major version than this package.
+
+    Raises:
+        ValueError: naming the field, the version that wrote the adapter and this release's version.
+    """
+    mine = _package_version()
+    if format_version > FORMAT_VERSION:
+        raise ValueError(
+            f"SDTPConfig.format_version={format_version!r} is invalid: this adapter was written by sdtp_adapter "
+            f"{library_version} (library_version={library_version!r}), in a format newer than this release reads "
+            f"(<= {FORMAT_VERSION}; this is sdtp_adapter {mine}); upgrade sdtp_adapter"
+        )
+    theirs, ours = major_version(library_version), major_version(mine)
+    if theirs is not None and ours is not None and theirs > ours:
+        raise ValueError(
+            f"SDTPConfig.library_version={library_version!r} is invalid: this adapter was written by sdtp_adapter "
+            f"{library_version}, a newer major version than this release ({mine}; allowed: major version <= {ours}); "
+            "upgrade sdtp_adapter"
+        )

@@ -15,7 +15,7 @@ from torch import nn
 from .architectures import model_dims
 from .config import SDTPConfig
 from .files import CorruptedFileError
-from .hub import push_to_hub, resolve_adapter
+from .hub import DEFAULT_COMMIT_MESSAGE, push_to_hub, resolve_adapter
 from .persistence import load_adapter, save_adapter
 from .quantization import disable_cpu_repacking
 from .pruning.controller import PruningController, Simulation
@@ -59,9 +59,11 @@ class SDTPModel(nn.Module):
         for name, actual in (("num_hidden_layers", dims.num_layers), ("hidden_size", dims.hidden_size)):
             expected = getattr(config, name)
             if expected is not None and expected != actual:
+                base = getattr(model.config, "_name_or_path", None) or "unnamed"
                 raise ValueError(
                     f"SDTPConfig.{name}={expected} does not match the base model ({actual}): this adapter was made "
-                    f"for another model ({config.base_model_name_or_path or 'unnamed'})"
+                    f"for another model ({config.base_model_name_or_path or 'unnamed'}, {name}={expected}), not for "
+                    f"{base!r} ({name}={actual})"
                 )
             setattr(config, name, actual)
         config.check_model(dims.num_layers, dims.hidden_size)
@@ -216,14 +218,43 @@ class SDTPModel(nn.Module):
         """Write only the adapter (config + pruning-module weights) to ``directory``."""
         save_adapter(directory, self.sdtp_config, self.pruners.state_dict())
 
-    def push_to_hub(self, repo_id: str, **kwargs) -> str:
-        """Upload the adapter (config, weights) to the Hub repo ``repo_id``; see ``hub.push_to_hub``."""
-        return push_to_hub(self, repo_id, **kwargs)
+    def push_to_hub(
+        self,
+        repo_id: str,
+        private: bool | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        commit_message: str = DEFAULT_COMMIT_MESSAGE,
+        token: str | None = None,
+    ) -> str:
+        """Upload the adapter (config, weights, model card ``README.md``) to the Hub repo ``repo_id``
+        (created if needed); returns the commit (or pull request) URL. See ``hub.push_to_hub``."""
+        return push_to_hub(self, repo_id, private=private, revision=revision, create_pr=create_pr,
+                           commit_message=commit_message, token=token)
 
     @classmethod
-    def from_pretrained(cls, model: nn.Module, directory: str | os.PathLike) -> "SDTPModel":
-        """Attach the adapter saved in ``directory`` (a local folder or a Hub repo id) to ``model``."""
-        directory = resolve_adapter(directory)  # local folder, else shipped adapter name, else Hub id
+    def from_pretrained(
+        cls,
+        model: nn.Module,
+        model_id: str | os.PathLike,
+        revision: str | None = None,
+        subfolder: str | None = None,
+        token: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+    ) -> "SDTPModel":
+        """Attach the adapter at ``model_id`` to ``model``, like ``PeftModel.from_pretrained``.
+
+        ``model_id`` is an existing folder (``subfolder`` applies inside it), a shipped adapter name, or
+        a Hub repo id ``owner/name``, downloaded with ``huggingface_hub.snapshot_download`` (``revision``,
+        ``token``, ``cache_dir``, ``local_files_only``, ``force_download`` are passed on; ``HF_HUB_OFFLINE=1``
+        reads the cache only). A missing local-looking path never reaches the Hub.
+        """
+        directory = resolve_adapter(  # local folder, else shipped adapter name, else Hub id
+            model_id, revision=revision, subfolder=subfolder, token=token, cache_dir=cache_dir,
+            local_files_only=local_files_only, force_download=force_download,
+        )
         config, weights = load_adapter(directory)
         sdtp = cls(model, config)
         expected = {key: tuple(value.shape) for key, value in sdtp.pruners.state_dict().items()}

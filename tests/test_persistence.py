@@ -107,10 +107,10 @@ def test_push_to_hub_uploads_the_saved_adapter_folder(monkeypatch):
         def __init__(self, token=None):
             calls["token"] = token
 
-        def create_repo(self, repo_id, private=False, exist_ok=False):
+        def create_repo(self, repo_id, private=None, exist_ok=False):
             calls["repo"] = (repo_id, private, exist_ok)
 
-        def upload_folder(self, repo_id, folder_path, commit_message):
+        def upload_folder(self, repo_id, folder_path, commit_message, revision=None, create_pr=False):
             calls["files"] = sorted(os.listdir(folder_path))
             calls["config"] = SDTPConfig.from_pretrained(folder_path)
             return f"https://hub.example/{repo_id}/commit/1"
@@ -119,7 +119,7 @@ def test_push_to_hub_uploads_the_saved_adapter_folder(monkeypatch):
     model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG))
     url = model.push_to_hub("me/tiny-sdtp", private=True, token="t")
     assert url.endswith("me/tiny-sdtp/commit/1") and calls["repo"] == ("me/tiny-sdtp", True, True)
-    assert calls["files"] == ["adapter_config.json", WEIGHTS_NAME] and calls["config"].prune_layers == [2, 4, 6]
+    assert calls["files"] == ["README.md", "adapter_config.json", WEIGHTS_NAME] and calls["config"].prune_layers == [2, 4, 6]
 
 
 def test_from_pretrained_resolves_a_hub_repo_id(monkeypatch, tmp_path):
@@ -128,7 +128,7 @@ def test_from_pretrained_resolves_a_hub_repo_id(monkeypatch, tmp_path):
     get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG)).save_pretrained(tmp_path / "snap")
     seen = {}
 
-    def fake_snapshot(repo_id, revision=None, token=None, allow_patterns=None):
+    def fake_snapshot(repo_id, revision=None, token=None, allow_patterns=None, **hub_options):
         seen["repo"] = repo_id
         return str(tmp_path / "snap")
 
