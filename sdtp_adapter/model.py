@@ -72,7 +72,7 @@ class SDTPModel(nn.Module):
         self.base_model = model
         self.sdtp_config = config
         self.schedule = config.schedule(dims.num_layers)
-        device = next(model.parameters()).device
+        device = _execution_device(model)
         self.pruners = nn.ModuleDict(
             {str(layer): TokenPruner(dims.hidden_size, config.pruner_hidden_size) for layer in self.schedule.layers}
         ).to(device)
@@ -274,6 +274,17 @@ class SDTPModel(nn.Module):
 
 # base model -> the wrapper whose hooks it carries (weak both ways: neither keeps the other alive)
 _ATTACHED: "weakref.WeakKeyDictionary[nn.Module, weakref.ref]" = weakref.WeakKeyDictionary()
+
+
+def _execution_device(model: nn.Module) -> torch.device:
+    """Where the base model computes: an ``accelerate`` hook's execution device (a model loaded with a
+    ``device_map`` that offloads to CPU or disk keeps such weights on ``meta`` or CPU), else the first
+    parameter that is not on ``meta``, else the CPU."""
+    for module in model.modules():
+        device = getattr(getattr(module, "_hf_hook", None), "execution_device", None)
+        if device is not None:
+            return torch.device(device)
+    return next((p.device for p in model.parameters() if p.device.type != "meta"), torch.device("cpu"))
 
 
 def _detach_previous(model: nn.Module) -> None:
