@@ -228,23 +228,33 @@ def test_accelerator_prepare_keeps_pruning(tokenizer):
                            greedy(sdtp, tokenizer, [LONG]))
 
 
+def run_attached(base, ids: torch.Tensor) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """Attach SDTP with seeded pruner weights (the same for every base) and return the kept counts,
+    logits and greedy tokens of ``ids``."""
+    sdtp = get_sdtp_model(base, SDTPConfig(**STAGES))
+    assert all(p.device.type == "cpu" for p in sdtp.pruners.parameters())
+    torch.manual_seed(5)
+    for p in sdtp.pruners.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    with torch.no_grad():
+        logits = sdtp(ids).logits
+        generated = sdtp.generate(ids, max_new_tokens=NEW, do_sample=False)
+    return sdtp.last_pruning.kept_counts(LAYERS), logits, generated
+
+
+def assert_same_pruned_run(results: list) -> None:
+    (kept_a, logits_a, gen_a), (kept_b, logits_b, gen_b) = results
+    assert kept_a == kept_b and kept_b[-1] < 132
+    assert torch.equal(logits_a, logits_b) and torch.equal(gen_a, gen_b)
+
+
 def test_base_loaded_with_device_map_auto_prunes_like_a_plain_load(tokenizer, tmp_path):
     tiny_llama().save_pretrained(tmp_path)
     ids = tokenizer([LONG], return_tensors="pt")["input_ids"]
     results = []
     for kwargs in ({}, {"device_map": "auto"}):
-        base = AutoModelForCausalLM.from_pretrained(tmp_path, **kwargs).eval()
-        sdtp = get_sdtp_model(base, SDTPConfig(**STAGES))
-        torch.manual_seed(5)
-        for p in sdtp.pruners.parameters():  # the same pruner weights for both loads
-            torch.nn.init.normal_(p, std=0.5)
-        with torch.no_grad():
-            logits = sdtp(ids).logits
-            generated = sdtp.generate(ids, max_new_tokens=NEW, do_sample=False)
-        results.append((sdtp.last_pruning.kept_counts(LAYERS), logits, generated))
-    (kept_a, logits_a, gen_a), (kept_b, logits_b, gen_b) = results
-    assert kept_a == kept_b and kept_b[-1] < 132
-    assert torch.equal(logits_a, logits_b) and torch.equal(gen_a, gen_b)
+        results.append(run_attached(AutoModelForCausalLM.from_pretrained(tmp_path, **kwargs).eval(), ids))
+    assert_same_pruned_run(results)
 
 
 @pytest.mark.parametrize("embed", ["cpu", "disk"])
@@ -264,15 +274,5 @@ def test_base_offloaded_with_accelerate_hooks_prunes_like_a_plain_load(tokenizer
         base = AutoModelForCausalLM.from_pretrained(tmp_path / "model", **kwargs).eval()
         if kwargs:
             assert isinstance(getattr(base.model.layers[5], "_hf_hook", None), AlignDevicesHook)
-        sdtp = get_sdtp_model(base, SDTPConfig(**STAGES))
-        assert all(p.device.type == "cpu" for p in sdtp.pruners.parameters())
-        torch.manual_seed(5)
-        for p in sdtp.pruners.parameters():
-            torch.nn.init.normal_(p, std=0.5)
-        with torch.no_grad():
-            logits = sdtp(ids).logits
-            generated = sdtp.generate(ids, max_new_tokens=NEW, do_sample=False)
-        results.append((sdtp.last_pruning.kept_counts(LAYERS), logits, generated))
-    (kept_a, logits_a, gen_a), (kept_b, logits_b, gen_b) = results
-    assert kept_a == kept_b and kept_b[-1] < 132
-    assert torch.equal(logits_a, logits_b) and torch.equal(gen_a, gen_b)
+        results.append(run_attached(base, ids))
+    assert_same_pruned_run(results)

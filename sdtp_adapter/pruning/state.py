@@ -81,8 +81,10 @@ class ForwardState:
         self.pad = pad
         self.lengths = [self.length - p for p in pads]
         self.padded = any(pads)
-        ones = torch.ones(self.batch, self.length, dtype=torch.bool, device=self.device)
-        self.real = torch.arange(self.length, device=self.device)[None] >= pad[:, None] if self.padded else ones
+        if self.padded:
+            self.real = torch.arange(self.length, device=self.device)[None] >= pad[:, None]
+        else:
+            self.real = torch.ones(self.batch, self.length, dtype=torch.bool, device=self.device)
 
     def start(self, hidden: torch.Tensor) -> None:
         """Set up at the first stage: every slot present, protected slots marked."""
@@ -139,11 +141,8 @@ class ForwardState:
         if self.past:
             before = self.cached_positions(layer)
             cols = cols if before is None else self.concat(before, cols)
-        return self._once(self._memo, ("mask", id(obj), id(cols)), (obj, cols), lambda: self._gather_mask(obj, cols))
-
-    def _gather_mask(self, mask: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         # fillers' column is slot 0, padding in their rows: the padding mask already blocks it
-        return gather_mask(mask, self.index, cols)
+        return self._once(self._memo, ("mask", id(obj), id(cols)), (obj, cols), lambda: gather_mask(obj, self.index, cols))
 
     def cache_positions(self, index: torch.Tensor) -> torch.Tensor:
         """Original positions a pruned layer caches for this chunk: ``index`` shifted by ``past``; fillers
@@ -174,6 +173,11 @@ class ForwardState:
         return self._once(
             self._forward_memo, "past", (), lambda: torch.arange(self.past, device=self.device).expand(self.batch, -1)
         )
+
+    def pass_mask(self, mask: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """The key columns ``cols`` of a ``pass`` chunk's mask, once per (mask, columns) pair: layers that
+        cached the same positions share the result."""
+        return self._once(self._forward_memo, ("pass-mask", id(mask), id(cols)), (mask, cols), lambda: gather_mask(mask, None, cols))
 
     def layer_columns(self, layer: int) -> torch.Tensor | None:
         """Original positions of the keys layer ``layer`` attends to in a ``pass`` chunk, or None if all."""
