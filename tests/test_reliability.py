@@ -555,9 +555,9 @@ def test_TR08_training_arguments_are_checked(tmp_path, case, fields, match):
 def test_TR08a_a_nan_loss_stops_training_without_saving_a_nan_adapter(tmp_path, monkeypatch):
     from datasets import Dataset
 
-    from sdtp_adapter.training import trainer
+    from sdtp_adapter.training import objective, trainer
 
-    real = trainer.sdtp_loss
+    real = objective.sdtp_loss
     calls = {"n": 0}
 
     def diverging(*args, **kwargs):
@@ -567,7 +567,7 @@ def test_TR08a_a_nan_loss_stops_training_without_saving_a_nan_adapter(tmp_path, 
             terms.total = terms.total * float("nan")
         return terms
 
-    monkeypatch.setattr(trainer, "sdtp_loss", diverging)
+    monkeypatch.setattr(objective, "sdtp_loss", diverging)
     with pytest.raises(FloatingPointError, match="step 3.*Last good checkpoint: .*checkpoint-2"):
         trainer.train(pruned(), Dataset.from_list(_rows()), trainer.TrainingArguments(output_dir=str(tmp_path), steps=4, save_every=2, warmup_steps=1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2"]

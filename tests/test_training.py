@@ -145,8 +145,11 @@ def test_training_loop_moves_only_the_modules_and_checkpoints(tmp_path):
         rows.append({"input_ids": ids, "target_mask": [i >= 30 for i in range(40)]})
     base_before = {k: v.clone() for k, v in model.base_model.state_dict().items()}
     pruners_before = {k: v.clone() for k, v in model.pruners.state_dict().items()}
-    history = train(model, Dataset.from_list(rows), TrainingArguments(output_dir=str(tmp_path), steps=4, save_every=2, warmup_steps=1))
+    result = train(model, Dataset.from_list(rows), TrainingArguments(output_dir=str(tmp_path), steps=4, save_every=2, warmup_steps=1))
+    history = result.joint
     assert [h["step"] for h in history] == [1, 2, 3, 4] and all(math.isfinite(h["loss"]) for h in history)
+    assert len(result.warm_start) == 6 and all(math.isfinite(x) for x in result.warm_start)
+    assert (tmp_path / "loss_curves.json").is_file() and (tmp_path / "loss_curves.png").stat().st_size > 1000
     assert (tmp_path / "checkpoint-2" / "adapter_model.safetensors").is_file()
     assert (tmp_path / "trainer_state.json").is_file()
     assert all(torch.equal(v, base_before[k]) for k, v in model.base_model.state_dict().items())

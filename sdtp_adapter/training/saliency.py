@@ -32,12 +32,25 @@ def target_span(target_mask: torch.Tensor) -> int:
     return target_mask.shape[1] - int(columns[0])
 
 
+def padded_inputs(attention_mask: torch.Tensor | None) -> dict:
+    """Forward kwargs for a left-padded batch: the mask, and positions that restart at 0 on each row's
+    first real token, so that a padded row computes what it computes alone (``{}`` when unpadded).
+
+    Args:
+        attention_mask: ``[B, N]`` 1 for real tokens, 0 for left padding, or ``None``.
+    """
+    if attention_mask is None:
+        return {}
+    return {"attention_mask": attention_mask, "position_ids": (attention_mask.long().cumsum(-1) - 1).clamp(min=0)}
+
+
 def token_saliency(
     model: nn.Module,
     input_ids: torch.Tensor,
     target_mask: torch.Tensor,
     layers: list[int],
     captured: dict[int, torch.Tensor] | None = None,
+    attention_mask: torch.Tensor | None = None,
 ) -> dict[int, torch.Tensor]:
     """``|sum_d dT/dx * x|`` per token at the input of each layer in ``layers``.
 
@@ -49,6 +62,8 @@ def token_saliency(
         input_ids: ``[B, N]``.
         target_mask: ``[B, N]`` bool.
         captured: optional dict that receives each layer's input hidden states ``[B, N, d]``.
+        attention_mask: ``[B, N]`` for a left-padded batch (``None``: no padding). Rows are
+            independent: row b's saliency is the gradient of its own targets' log-likelihood.
     Returns:
         ``{layer: [B, N] float32}`` raw (unnormalised) saliency.
     """
@@ -67,7 +82,7 @@ def token_saliency(
         with torch.enable_grad():
             embeds = model.get_input_embeddings()(input_ids).detach().requires_grad_(True)
             keep = target_span(target_mask)
-            logits = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=keep).logits
+            logits = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=keep, **padded_inputs(attention_mask)).logits
             objective = target_log_likelihood(logits, input_ids[:, -keep:], target_mask[:, -keep:])
             grads = torch.autograd.grad(objective, [captured[layer] for layer in layers])
     finally:

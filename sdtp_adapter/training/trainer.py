@@ -1,184 +1,315 @@
-"""The training loop: AdamW on the pruning modules only, progress bar, checkpoints, loss history."""
+"""The training road: token marking, warm start and joint training under accelerate, resumable.
+
+One process or many (``accelerate launch``): the trainable state is ``TrainingObjective`` (the pruning
+modules only) prepared by accelerate with its optimizer, scheduler and ``DataLoader``; the frozen base
+model runs inside its forward. Marking is sharded across processes; only the main process writes
+files or prints.
+"""
 
 from __future__ import annotations
 
-import json
 import math
-import random
-import shutil
-from dataclasses import asdict, dataclass
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.utils import gather_object
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..files import atomic_write_bytes
 from ..model import SDTPModel
-from ..schedule import is_int, is_number
-from .losses import saliency_losses, weighted_saliency_loss
-from .marking import MarkedSample
-from .objective import sdtp_loss
+from . import checkpoints as ckpt
+from .arguments import TrainingArguments
+from .batches import EpochSampler, IndexedRows, collate_left_padded
+from .checks import check_dataset
+from .curves import write_curves
+from .marking import MarkedSample, load_marking, mark_tokens, save_marking
+from .objective import TrainingObjective
 
 
 @dataclass
-class TrainingArguments:
-    """How to run stage 2.
+class TrainingResult:
+    """What ``train`` did.
 
     Attributes:
-        output_dir: where checkpoints (``checkpoint-<step>/``) and the final adapter are written.
-        steps: optimisation steps (one sample per step; samples have different lengths).
-        learning_rate: AdamW learning rate, cosine-decayed to 10% over ``steps``.
-        warmup_steps: linear warm-up steps.
-        max_grad_norm: gradient clipping.
-        save_every: checkpoint period in steps (0 = only the final adapter).
-        seed: shuffling and Gumbel noise seed.
-        overwrite_output_dir: train into a non-empty ``output_dir`` (its earlier checkpoints are removed).
+        output_dir: the folder holding the adapter (when a training phase ran), curves and state.
+        warm_start: mean warm-start loss per epoch.
+        joint: one dict per joint step: ``step``, ``loss``, ``lm``, ``mse``, ``rank``, ``lr``,
+            ``seconds`` (wall time of the step), ``samples`` (global batch size) and ``rows`` (the
+            dataset rows of the global batch, process by process).
+        marked_rows: the dataset rows each process marked (one list per process).
+        files: the files written into ``output_dir`` (main process).
     """
 
-    output_dir: str
-    steps: int = 300
-    learning_rate: float = 2e-3
-    warmup_steps: int = 10
-    max_grad_norm: float = 1.0
-    save_every: int = 100
-    seed: int = 0
-    overwrite_output_dir: bool = False
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "warmup_steps", "save_every", "seed"):
-            value = getattr(self, name)
-            if not is_int(value) or value < 0 or (name == "steps" and value == 0):
-                raise ValueError(f"TrainingArguments.{name}={value!r} is invalid: expected an integer >= {int(name == 'steps')}")
-        for name in ("learning_rate", "max_grad_norm"):
-            value = getattr(self, name)
-            if not is_number(value) or not value > 0:
-                raise ValueError(f"TrainingArguments.{name}={value!r} is invalid: expected a finite number > 0")
-        if not isinstance(self.overwrite_output_dir, bool):
-            raise ValueError(f"TrainingArguments.overwrite_output_dir={self.overwrite_output_dir!r} is invalid: expected True or False")
+    output_dir: Path
+    warm_start: list[float] = field(default_factory=list)
+    joint: list[dict] = field(default_factory=list)
+    marked_rows: list[list[int]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
 
 
-def train(model: SDTPModel, dataset, args: TrainingArguments) -> list[dict]:
-    """Train ``model``'s pruning modules on ``dataset`` (rows with ``input_ids`` and ``target_mask``).
+def make_accelerator(args: TrainingArguments) -> Accelerator:
+    """The ``Accelerator`` of a run. The LR schedule is per optimisation step whatever the process
+    count (accelerate would otherwise step it once per process)."""
+    return Accelerator(mixed_precision=args.mixed_precision, step_scheduler_with_optimizer=False)
 
-    Returns the per-step loss history, also written to ``output_dir/trainer_state.json``.
+
+def train(model: SDTPModel, dataset, args: TrainingArguments, accelerator: Accelerator | None = None) -> TrainingResult:
+    """Run ``args.phases`` on ``model``'s pruning modules over ``dataset`` (rows with ``input_ids`` and
+    ``target_mask``; ``training.samples.build_samples`` makes them from text or chats).
+
+    Writes into ``args.output_dir``: the adapter (``save_pretrained`` layout), ``trainer_state.json``,
+    ``loss_curves.json`` / ``.png`` and ``checkpoint-<step>/`` folders.
+
+    Raises:
+        ValueError: bad dataset rows, a non-empty output folder without ``overwrite_output_dir``, or a
+            checkpoint from another setup.
+        FloatingPointError: a non-finite loss (nothing is saved from that step; the message names the
+            last good checkpoint).
     """
-    check_dataset(dataset, model.config.vocab_size)
+    accelerator = accelerator or make_accelerator(args)
     out = Path(args.output_dir)
-    if out.is_dir() and any(out.iterdir()):
-        if not args.overwrite_output_dir:
-            raise ValueError(
-                f"TrainingArguments.output_dir={args.output_dir!r} is not empty (an earlier run's files): "
-                "choose another folder or set overwrite_output_dir=True"
+    shard = (accelerator.process_index, accelerator.num_processes)
+    resume_state, resume_dir = None, None
+    if args.resume_from_checkpoint is not None:
+        resume_dir = ckpt.resolve_checkpoint(args.resume_from_checkpoint, out)
+        resume_state = ckpt.read_state(resume_dir)
+        ckpt.check_resumable(resume_state, model.sdtp_config.to_dict(), args.to_dict(), accelerator.num_processes, resume_dir)
+    else:
+        _refuse_earlier_run(out, args)
+    if "mark" in args.phases or "joint" in args.phases:
+        check_dataset(dataset, model.config.vocab_size, model.schedule)
+    if resume_state is None:
+        _clear_output_dir(out, accelerator)
+    _place(model, accelerator)
+    objective = accelerator.prepare_model(TrainingObjective(model))
+    marking_dir = Path(args.marking_dir) if args.marking_dir else out / "marking"
+    main = accelerator.is_main_process
+    result = TrainingResult(out)
+    marked: list[MarkedSample] | None = None
+    if resume_state is not None:
+        result.warm_start = resume_state.get("warm_start", [])
+        result.marked_rows = resume_state.get("marked_rows", [])
+    else:
+        if "mark" in args.phases:
+            marked = mark_tokens(model, dataset, shard=shard, progress=main)
+            result.marked_rows = gather_object([list(range(shard[0], len(dataset), shard[1]))])
+            if "warm" not in args.phases:
+                save_marking(marked, marking_dir, shard)
+        if "warm" in args.phases:
+            if marked is None:
+                marked = load_marking(marking_dir, shard)
+            total = len(dataset) if "mark" in args.phases else None
+            result.warm_start = fit_to_saliency(
+                model, marked, args.warm_start_epochs, args.warm_start_learning_rate, args.seed,
+                args.per_device_batch_size, objective, accelerator, total,
             )
-        for old in out.glob("checkpoint-*"):
-            shutil.rmtree(old)  # stale checkpoints of the earlier run would mix with this run's
-    accelerator = Accelerator()
-    # a local generator: the seed fixes the Gumbel noise without reseeding the caller's global state
-    generator = torch.Generator(device=accelerator.device).manual_seed(args.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, args))
-    model.pruners.train()
-    order = list(range(len(dataset)))
-    rng = random.Random(args.seed)
-    history: list[dict] = []
-    bar = tqdm(range(1, args.steps + 1), desc="sdtp train", disable=not accelerator.is_local_main_process)
-    for step in bar:
-        if (step - 1) % len(order) == 0:
-            rng.shuffle(order)
-        row = dataset[order[(step - 1) % len(order)]]
-        ids = torch.tensor([row["input_ids"]], device=accelerator.device)
-        target = torch.tensor([row["target_mask"]], dtype=torch.bool, device=accelerator.device)
-        terms = sdtp_loss(model, ids, target, generator=generator)
-        if not math.isfinite(terms.total.item()):
-            saved = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-            raise FloatingPointError(
-                f"training loss is {terms.total.item()} at step {step} (row {order[(step - 1) % len(order)]}); stopped "
-                f"without saving this adapter. Last good checkpoint: {str(saved[-1]) if saved else 'none'}. "
-                "Lower learning_rate or check the data."
-            )
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(terms.total)
-        accelerator.clip_grad_norm_(params, args.max_grad_norm)
-        optimizer.step()
-        schedule.step()
-        history.append({"step": step, "loss": terms.total.item(), "lm": terms.lm, "mse": terms.mse, "rank": terms.rank})
-        bar.set_postfix(lm=f"{terms.lm:.3f}", mse=f"{terms.mse:.3f}", rank=f"{terms.rank:.3f}")
-        if args.save_every and step % args.save_every == 0 and step != args.steps:
-            _checkpoint(model, out / f"checkpoint-{step}", args, history)
-    model.pruners.eval()
-    _checkpoint(model, out, args, history)
-    return history
+        del marked
+    if "joint" in args.phases:
+        result.joint = _joint(model, objective, dataset, args, accelerator, out, resume_dir, resume_state, result.warm_start)
+    accelerator.wait_for_everyone()
+    if main and ("warm" in args.phases or "joint" in args.phases):
+        model.save_pretrained(out)
+        ckpt.write_state(out, _state(model, args, accelerator, len(result.joint), result))
+        result.files = [out / "adapter_config.json", out / "adapter_model.safetensors", out / ckpt.STATE_NAME]
+        result.files += write_curves(out, result.warm_start, result.joint)
+    accelerator.wait_for_everyone()
+    return result
 
 
-def fit_to_saliency(model: SDTPModel, marked: list[MarkedSample], epochs: int, learning_rate: float = 2e-3, seed: int = 0) -> list[float]:
-    """Stage-2 warm start: fit every module to its stage's saliency on token-marked samples.
+def fit_to_saliency(
+    model: SDTPModel,
+    marked: list[MarkedSample],
+    epochs: int,
+    learning_rate: float = 2e-3,
+    seed: int = 0,
+    batch_size: int = 1,
+    objective: torch.nn.Module | None = None,
+    accelerator: Accelerator | None = None,
+    total: int | None = None,
+) -> list[float]:
+    """Warm start: fit every module to its stage's saliency on token-marked samples (MSE + ranking,
+    weights from the config), without running the base model. Returns the mean loss of each epoch.
 
-    Minimises ``w_mse * L_mse + w_rank * L_rank`` averaged over stages (weights from the config),
-    one sample per step, without running the base model. Returns the mean loss of each epoch.
+    Args:
+        marked: this process's marked samples.
+        batch_size: marked samples per step on this process.
+        objective: the (prepared) ``TrainingObjective``; with several processes its gradients are averaged.
+        accelerator: for the process count and the progress bar; ``None`` = one process.
+        total: marked samples over all processes (sets the steps per epoch so that every process
+            takes the same number; ``None`` = this process's count).
     """
+    from ..schedule import is_int
+
     if not is_int(epochs) or epochs < 1:
         raise ValueError(f"epochs={epochs!r} is invalid: expected an integer >= 1")
     if not marked:
         raise ValueError("marked is empty: fit_to_saliency needs at least one token-marked sample")
-    cfg = model.sdtp_config
+    objective = objective or TrainingObjective(model)
+    processes = accelerator.num_processes if accelerator else 1
+    largest_shard = math.ceil(total / processes) if total else len(marked)
+    steps = math.ceil(largest_shard / batch_size)
     params = [p for p in model.pruners.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    order = list(range(len(marked)))
-    rng = random.Random(seed)
+    sampler = EpochSampler(len(marked), seed)
     model.pruners.train()
     history = []
-    for epoch in tqdm(range(epochs), desc="fit to saliency"):
-        rng.shuffle(order)
-        total = 0.0
-        for i in order:
-            terms = []
-            for layer, (hidden, target) in marked[i].stages.items():
-                mse, rank = saliency_losses(model.pruner(layer)(hidden), target)
-                terms.append(weighted_saliency_loss(mse, rank, cfg))
-            loss = torch.stack(terms).mean()
+    main = accelerator.is_main_process if accelerator else True
+    bar = tqdm(total=epochs * steps, desc="warm start", disable=not main)
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        order = list(sampler)
+        total_loss = torch.zeros(())
+        for step in range(steps):
+            picked = [marked[order[(step * batch_size + k) % len(order)]] for k in range(batch_size)]
+            loss = objective(marked=picked)["loss"]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += loss.item()
-        history.append(total / len(order))
+            total_loss += loss.detach().float().cpu()
+            bar.update(1)
+        mean = total_loss / steps
+        if accelerator is not None:
+            mean = accelerator.reduce(mean.to(accelerator.device), "mean").cpu()
+        history.append(float(mean))
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
+    bar.close()
     model.pruners.eval()
     return history
 
 
-def check_dataset(dataset, vocab_size: int) -> None:
-    """Refuse, before any work, a dataset the loop cannot train on, naming the row and the field."""
-    columns = getattr(dataset, "column_names", None)
-    if columns is None:
-        raise TypeError(
-            f"dataset must be a datasets.Dataset with 'input_ids' and 'target_mask' columns, got {type(dataset).__name__} "
-            "(a list of dicts becomes one with datasets.Dataset.from_list(rows))"
-        )
-    missing = {"input_ids", "target_mask"} - set(columns)
-    if missing:
-        raise ValueError(f"dataset lacks columns {sorted(missing)}; it needs 'input_ids' and 'target_mask'")
-    if len(dataset) == 0:
-        raise ValueError("dataset is empty: it needs at least one row")
-    for i, row in enumerate(dataset):
-        ids, target = row["input_ids"], row["target_mask"]
-        if len(target) != len(ids):
-            raise ValueError(f"dataset row {i}: target_mask has {len(target)} entries but input_ids has {len(ids)}; they must match")
-        if not any(target[1:]):
-            raise ValueError(f"dataset row {i}: target_mask selects no token after position 0; nothing to learn from")
-        bad = [t for t in ids if not 0 <= t < vocab_size]
-        if bad:
-            raise ValueError(f"dataset row {i}: token id {bad[0]} is outside the model's vocabulary [0, {vocab_size})")
+def _joint(model, objective, dataset, args, accelerator, out, resume_dir, resume_state, warm_start) -> list[dict]:
+    """The joint phase: ``args.steps`` optimisation steps of the SDTP loss under simulated pruning."""
+    loader = DataLoader(
+        IndexedRows(dataset), batch_size=args.per_device_batch_size, sampler=EpochSampler(len(dataset), args.seed),
+        collate_fn=collate_left_padded,
+    )
+    params = [p for p in model.pruners.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, args))
+    optimizer, scheduler, loader = accelerator.prepare(optimizer, scheduler, loader)
+    step, history = 0, []
+    if resume_dir is not None:
+        accelerator.load_state(str(resume_dir))
+        step, history = resume_state["step"], resume_state["joint"]
+    accum = args.gradient_accumulation_steps
+    batches = _micro_batches(loader, accelerator, step * accum)
+    global_batch = args.global_batch_size_per_process * accelerator.num_processes
+    main = accelerator.is_main_process
+    bar = tqdm(total=args.steps, initial=step, desc="joint training", disable=not main)
+    model.pruners.train()
+    while step < args.steps:
+        started = time.perf_counter()
+        sums = torch.zeros(4, device=accelerator.device)
+        seen = []
+        for k in range(accum):
+            epoch, batch = next(batches)
+            seen.append(batch["index"])
+            with accelerator.no_sync(objective) if k < accum - 1 else nullcontext():
+                terms = objective(batch=batch, epoch=epoch, seed=args.seed)
+                accelerator.backward(terms["loss"] / accum)
+            sums += torch.tensor([float(terms["loss"].detach()), terms["lm"], terms["mse"], terms["rank"]], device=accelerator.device) / accum
+        total, lm, mse, rank = accelerator.reduce(sums, "mean").tolist()
+        rows = accelerator.gather(torch.cat(seen).to(accelerator.device)).tolist()  # process order
+        if not math.isfinite(total):
+            optimizer.zero_grad(set_to_none=True)
+            saved = ckpt.checkpoint_dirs(out)
+            raise FloatingPointError(
+                f"training loss is {total} at joint step {step + 1}; stopped without saving this adapter. Last good "
+                f"checkpoint: {str(saved[-1]) if saved else 'none'}. Lower learning_rate or check the data."
+            )
+        accelerator.clip_grad_norm_(params, args.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        history.append({"step": step, "loss": total, "lm": lm, "mse": mse, "rank": rank, "lr": lr,
+                        "seconds": time.perf_counter() - started, "samples": global_batch, "rows": rows})
+        bar.update(1)
+        bar.set_postfix(lm=f"{lm:.3f}", mse=f"{mse:.3f}", rank=f"{rank:.3f}")
+        if args.save_every and step % args.save_every == 0 and step != args.steps:
+            _save_checkpoint(model, args, accelerator, out, step, history, warm_start)
+    bar.close()
+    model.pruners.eval()
+    return history
 
 
-def _lr_factor(step: int, args: TrainingArguments) -> float:
+def _micro_batches(loader, accelerator: Accelerator, start: int):
+    """Endless ``(epoch, batch)`` from micro-batch number ``start`` of this process (epochs reshuffle)."""
+    per_epoch = len(loader)
+    if per_epoch == 0:
+        raise ValueError("the dataset gives no micro-batch; it needs at least one row per process")
+    epoch, skip = divmod(start, per_epoch)
+    while True:
+        loader.set_epoch(epoch)
+        for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
+            yield epoch, batch
+        epoch, skip = epoch + 1, 0
+
+
+def lr_factor(step: int, args: TrainingArguments) -> float:
+    """Linear warm-up over ``warmup_steps``, then cosine decay to 10% at ``steps``."""
     if step < args.warmup_steps:
         return (step + 1) / args.warmup_steps
     progress = (step - args.warmup_steps) / max(1, args.steps - args.warmup_steps)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _checkpoint(model: SDTPModel, directory: Path, args: TrainingArguments, history: list[dict]) -> None:
-    model.save_pretrained(directory)
-    state = {"args": asdict(args), "history": history}
-    atomic_write_bytes(directory / "trainer_state.json", (json.dumps(state, indent=1) + "\n").encode())
+def _save_checkpoint(model, args, accelerator, out: Path, step: int, history: list[dict], warm_start: list[float]) -> None:
+    """Every process saves its part (RNG states) into a partial folder; the main one adds the adapter
+    and the trainer state, then publishes it under its final name."""
+    partial = ckpt.partial_dir(out, step)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model.save_pretrained(partial)
+        state = _state(model, args, accelerator, step, TrainingResult(out, warm_start, history))
+        ckpt.write_state(partial, state)
+        ckpt.publish_checkpoint(partial, out, step, args.save_total_limit)
+    accelerator.wait_for_everyone()
+
+
+def _state(model, args, accelerator, step: int, result: TrainingResult) -> dict:
+    return {
+        "step": step,
+        "processes": accelerator.num_processes,
+        "args": args.to_dict(),
+        "config": model.sdtp_config.to_dict(),
+        "marked_rows": result.marked_rows,
+        "warm_start": result.warm_start,
+        "joint": result.joint,
+    }
+
+
+def _refuse_earlier_run(out: Path, args: TrainingArguments) -> None:
+    """Refuse an output folder holding an earlier run unless ``overwrite_output_dir``. A saved marking
+    is not a run: a 'warm' phase reads it from there."""
+    earlier = sorted(p.name for p in out.iterdir() if p.name != "marking") if out.is_dir() else []
+    if earlier and not args.overwrite_output_dir:
+        raise ValueError(
+            f"TrainingArguments.output_dir={args.output_dir!r} is not empty (an earlier run's files, e.g. "
+            f"{earlier[0]!r}): choose another folder, set overwrite_output_dir=True, or resume_from_checkpoint='latest'"
+        )
+
+
+def _clear_output_dir(out: Path, accelerator: Accelerator) -> None:
+    """Create the output folder and remove an earlier run's checkpoints (main process)."""
+    accelerator.wait_for_everyone()  # every process checked before the main one clears
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt.clear_earlier_run(out)
+    accelerator.wait_for_everyone()
+
+
+def _place(model: SDTPModel, accelerator: Accelerator) -> None:
+    """Move a plain (unquantised, not dispatched) model to this process's device (one GPU per process)."""
+    base = model.base_model
+    if accelerator.device.type == "cpu" or getattr(base, "hf_device_map", None) or getattr(base, "is_loaded_in_4bit", False):
+        return
+    base.to(accelerator.device)
+    model.pruners.to(accelerator.device)

@@ -1,0 +1,153 @@
+"""``sdtp train``: any supported decoder checkpoint, the user's own data, one process or many.
+
+The options are generated from the dataclasses they fill: every ``SDTPConfig`` field (adapter shape,
+loss weights) and every ``TrainingArguments`` field is a flag with that field's help, so the CLI and
+the Python API cannot drift. Only the config and argument modules are imported to build the parser
+(no torch), so ``sdtp --help`` stays fast.
+
+    sdtp train --model ./my-qwen2 --dataset chats.jsonl --output-dir my-adapter --steps 200
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 -m sdtp_adapter.cli train ...
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import MISSING, fields
+
+from ..config import SDTPConfig
+from .arguments import TrainingArguments
+
+# SDTPConfig fields filled in from the base model or by the library, never by the user
+CONFIG_SKIP = {"base_model_name_or_path", "num_hidden_layers", "hidden_size", "adapter_type", "format_version", "library_version"}
+ARGS_SKIP = {"output_dir"}  # a required option of its own
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _add_field(group, f, default_none: bool) -> None:
+    """One option for dataclass field ``f`` (annotations are strings: ``from __future__ import annotations``)."""
+    kind = str(f.type).replace(" ", "")
+    options: dict = {"dest": f.name, "help": f.metadata.get("help", ""), "default": None if default_none else argparse.SUPPRESS}
+    default = f.default if f.default is not MISSING else None
+    if kind.startswith("bool"):
+        options["action"] = argparse.BooleanOptionalAction
+    elif kind.startswith("list[int]"):
+        options.update(type=int, nargs="+", metavar="L")
+    elif kind.startswith("tuple[str"):
+        options.update(type=str, metavar="A,B")
+        default = ",".join(default) if default else default
+    elif kind.startswith("int"):
+        options.update(type=int, metavar="N")
+    elif kind.startswith("float"):
+        options.update(type=float, metavar="X")
+    else:
+        options.update(type=str, metavar="S")
+    options["help"] = (options["help"] + f" (default: {default})").replace("%", "%%")  # argparse formats help with %
+    group.add_argument(_flag(f.name), **options)
+
+
+def add_parser(sub) -> None:
+    """Add ``train`` to the ``sdtp`` subparsers ``sub``."""
+    p = sub.add_parser(
+        "train",
+        help="train an adapter for any supported model on your own data (one or many processes, resumable)",
+        description="Train SDTP pruning modules for a base model on a dataset: token marking (saliency), warm "
+        "start, then joint training under simulated pruning; the base model stays frozen. Run it under "
+        "`accelerate launch` for several processes (docs/training.md).",
+    )
+    m = p.add_argument_group("base model")
+    m.add_argument("--model", required=True, metavar="NAME_OR_PATH", help="packaged name, local transformers folder or Hub id")
+    m.add_argument("--revision", default=None, metavar="R", help="Hub branch, tag or commit of --model (default: main)")
+    m.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"], help="weights dtype")
+    m.add_argument("--load-in-4bit", action="store_true", help="quantise the base to bitsandbytes NF4 (frozen)")
+    m.add_argument("--attn-implementation", default="sdpa", choices=["sdpa", "eager"], help="attention kernel")
+    d = p.add_argument_group("data")
+    d.add_argument("--dataset", required=True, metavar="SOURCE",
+                   help="a .txt/.jsonl/.json/.parquet/.csv file, a folder (save_to_disk or data files) or a datasets Hub name")
+    d.add_argument("--dataset-config", default=None, metavar="C", help="dataset configuration name (Hub datasets; default: none)")
+    d.add_argument("--split", default="train", help="dataset split")
+    d.add_argument("--text-column", default=None, metavar="COL",
+                   help="column of plain text (default: 'messages' for chats if present, else 'text')")
+    d.add_argument("--messages-column", default="messages", metavar="COL", help="column of chat messages (role/content lists)")
+    d.add_argument("--max-length", type=int, default=2048, metavar="N", help="tokens per sample (texts are packed into windows of this size)")
+    d.add_argument("--no-packing", dest="packing", action="store_false", help="one sample per text, truncated, instead of packed windows")
+    d.add_argument("--max-samples", type=int, default=None, metavar="N", help="use only the first N samples (default: all)")
+    c = p.add_argument_group("adapter (SDTPConfig; --config sets them from a file, flags override it)")
+    c.add_argument("--config", default=None, metavar="FILE_OR_DIR", help="adapter_config.json, or a folder holding one (default: none)")
+    for f in fields(SDTPConfig):
+        if f.name not in CONFIG_SKIP:
+            _add_field(c, f, default_none=False)
+    t = p.add_argument_group("training (TrainingArguments)")
+    t.add_argument("--output-dir", required=True, metavar="DIR", help=TrainingArguments.__dataclass_fields__["output_dir"].metadata["help"])
+    for f in fields(TrainingArguments):
+        if f.name not in ARGS_SKIP:
+            _add_field(t, f, default_none=False)
+
+
+def config_from_args(args: argparse.Namespace, model_name: str) -> SDTPConfig:
+    """``SDTPConfig`` from ``--config`` (if given) overridden by the explicit config flags."""
+    from pathlib import Path
+
+    data: dict = {}
+    if args.config is not None:
+        path = Path(args.config).expanduser()
+        if not path.is_dir() and path.name != "adapter_config.json":
+            raise ValueError(f"--config={args.config!r} is invalid; allowed: an adapter_config.json file or a folder holding one")
+        data = SDTPConfig.from_pretrained(path if path.is_dir() else path.parent).to_dict()
+        for name in CONFIG_SKIP:  # the base model and this library fill these in
+            data.pop(name, None)
+    for f in fields(SDTPConfig):
+        if f.name not in CONFIG_SKIP and hasattr(args, f.name):
+            data[f.name] = getattr(args, f.name)
+    data["base_model_name_or_path"] = model_name
+    return SDTPConfig.from_dict(data)
+
+
+def training_args_from(args: argparse.Namespace) -> TrainingArguments:
+    values = {f.name: getattr(args, f.name) for f in fields(TrainingArguments) if hasattr(args, f.name)}
+    return TrainingArguments(output_dir=args.output_dir, **{k: v for k, v in values.items() if k != "output_dir"})
+
+
+def run(args: argparse.Namespace) -> None:
+    """Load the model and the data, check everything, then train (prints on the main process only)."""
+    training_args = training_args_from(args)  # bad training flags fail before anything loads
+    from accelerate import Accelerator  # noqa: F401 - imported here: torch loads only when a command runs
+
+    from .. import get_sdtp_model
+    from ..data.sources import load_rows
+    from ..loading import load_base
+    from .checks import min_trainable_length
+    from .samples import build_samples, describe
+    from .trainer import make_accelerator, train
+
+    accelerator = make_accelerator(training_args)
+    say = accelerator.print
+    if args.max_length < 2:
+        raise ValueError(f"--max-length={args.max_length} is invalid; allowed: an integer >= 2")
+    if args.max_samples is not None and args.max_samples < 1:
+        raise ValueError(f"--max-samples={args.max_samples} is invalid; allowed: an integer >= 1")
+    rows = load_rows(args.dataset, config=args.dataset_config, split=args.split)
+    model, tokenizer = load_base(args.model, revision=args.revision, dtype=args.dtype, load_in_4bit=args.load_in_4bit,
+                                 attn_implementation=args.attn_implementation)
+    config = config_from_args(args, model.name_or_path)
+    say(f"model: {args.model} ({model.config.model_type})")
+    import torch
+
+    with torch.random.fork_rng(devices=[]):  # the modules' initial weights follow --seed: every process starts alike
+        torch.manual_seed(training_args.seed)
+        sdtp = get_sdtp_model(model, config)
+    samples = build_samples(rows, tokenizer, max_length=args.max_length, text_column=args.text_column,
+                            messages_column=args.messages_column, packing=args.packing, tail_ratio=config.saliency_tail_ratio,
+                            min_length=min_trainable_length(sdtp.schedule))
+    if args.max_samples is not None:
+        samples = samples.select(range(min(args.max_samples, len(samples))))
+    say(f"data: {args.dataset}: {describe(samples)}")
+    if accelerator.is_main_process:
+        sdtp.print_trainable_parameters()
+    result = train(sdtp, samples, training_args, accelerator)
+    if result.joint:
+        seconds = sum(h["seconds"] for h in result.joint)
+        say(f"joint phase: {len(result.joint)} steps, {sum(h['samples'] for h in result.joint) / seconds:.2f} samples/s")
+    say(f"adapter written to {result.output_dir}" if result.files else f"marking written to {training_args.marking_dir or result.output_dir / 'marking'}")
