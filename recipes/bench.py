@@ -5,9 +5,10 @@
     python recipes/bench.py compare               # SDTP vs baselines and peers, one table
     python recipes/bench.py sweep                 # keep ratios x placements, Pareto plot
     python recipes/bench.py observations          # saliency sparsity / transitivity plots
-    python recipes/bench.py report                # regenerate docs/benchmarks.md
+    python recipes/bench.py report                # regenerate the page of the results folder
 
-Results: docs/benchmarks/<section>.json + PNGs, summarised in docs/benchmarks.md.
+Results: ``--out DIR`` (default ./sdtp-bench/) gets <section>.json + PNGs, summarised in DIR.md next
+to it. The repository's published page: add ``--out docs/benchmarks`` (regenerates docs/benchmarks.md).
 """
 
 import sys

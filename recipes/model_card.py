@@ -1,9 +1,11 @@
 """Refresh a shipped adapter's model card (README.md, eval_results.json) from the benchmark results.
 
-    sdtp bench compare && sdtp bench speed && python recipes/model_card.py
+    sdtp bench compare --out docs/benchmarks
+    sdtp bench speed --out docs/benchmarks
+    python recipes/model_card.py
     python recipes/model_card.py --model gemma3-270m
 
-The card quotes the comparison table (fidelity, long-context accuracy, baselines and peers at the
+It reads the repository's results, ``docs/benchmarks/`` (``bench.meta.REPO_RESULTS_DIR``). The card quotes the comparison table (fidelity, long-context accuracy, baselines and peers at the
 same budget) and the speed table, each with the machine, versions, command and date it was measured with.
 """
 
@@ -13,7 +15,7 @@ import argparse
 import json
 
 from sdtp_adapter.bench import compare, speed
-from sdtp_adapter.bench.meta import meta_lines, read_results
+from sdtp_adapter.bench.meta import REPO_RESULTS_DIR, meta_lines, read_results
 from sdtp_adapter.files import atomic_write_bytes
 from sdtp_adapter.hub import write_model_card
 from sdtp_adapter.persistence import load_adapter
@@ -21,7 +23,7 @@ from sdtp_adapter.zoo import DEFAULT_MODEL, MODELS, SHIPPED_ADAPTERS
 
 
 def section(name: str, render, command: str) -> list[str]:
-    data = read_results(name)
+    data = read_results(name, REPO_RESULTS_DIR)
     if data is None:
         raise ValueError(f"docs/benchmarks/{name}.json is missing: run `{command}` first")
     body = [line.replace("## ", "### ", 1) for line in render(data) if not line.startswith("![")]
@@ -33,7 +35,8 @@ def main() -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS))
     args = parser.parse_args()
     folder = SHIPPED_ADAPTERS / args.model
-    flag = "" if args.model == DEFAULT_MODEL else f" --model {args.model}"
+    model_flag = "" if args.model == DEFAULT_MODEL else f" --model {args.model}"
+    flag = model_flag + " --out docs/benchmarks"  # the bench commands write the repository's results
     lines = section(f"compare-{args.model}", compare.render, f"sdtp bench compare{flag}")
     lines += ["", *section(f"speed-{args.model}", speed.render, f"sdtp bench speed{flag}")]
     config, _ = load_adapter(folder)
@@ -41,11 +44,11 @@ def main() -> None:
         folder,
         config,
         "\n".join(lines),
-        f"`python recipes/train.py{flag}` (see docs/training.md for the settings used), then "
-        f"`sdtp bench compare{flag}`, `sdtp bench speed{flag}` and `python recipes/model_card.py{flag}`.",
+        f"`python recipes/train.py{model_flag}` (see docs/training.md for the settings used), then "
+        f"`sdtp bench compare{flag}`, `sdtp bench speed{flag}` and `python recipes/model_card.py{model_flag}`.",
         base_weights=MODELS[args.model].upstream.split(" (", 1)[-1].rstrip(")") + ", dequantised to fp32",
     )
-    rows = read_results(f"compare-{args.model}")["results"]["rows"]
+    rows = read_results(f"compare-{args.model}", REPO_RESULTS_DIR)["results"]["rows"]
     atomic_write_bytes(folder / "eval_results.json", (json.dumps(rows, indent=1) + "\n").encode())
     print(f"wrote {folder / 'README.md'}")
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+
+import pytest
 from conftest import tiny_llama
-from sdtp_adapter import SDTPConfig, get_sdtp_model
-from sdtp_adapter.bench import compare
+from own_model import char_tokenizer, save_own_model
+
+from sdtp_adapter import SDTPConfig, cli, get_sdtp_model
+from sdtp_adapter.bench import common, compare
 from sdtp_adapter.zoo import DEFAULT_MODEL
 
 
@@ -54,3 +60,66 @@ def test_render_has_one_row_per_method_with_task_columns_and_the_verdict():
     assert "LLMLingua compresses" not in text and "kvpress presses" not in text  # no such rows
     data["results"]["model"] = "gemma3-270m"  # the targets are set for SmolLM2 only
     assert "Targets" not in "\n".join(compare.render(data))
+
+
+# ---------------------------------------------------------------------------------------------- own model and text
+@pytest.fixture(scope="module")
+def own_model(tmp_path_factory):
+    return save_own_model(tmp_path_factory.mktemp("own"))
+
+
+def compare_argv(own_model, *extra: str) -> list[str]:
+    return ["bench", "compare", "--model", str(own_model / "tiny-llama"), "--adapter", str(own_model / "adapter"),
+            "--no-kvpress", "--no-llmlingua", "--windows", "2", "--prefix", "32", "--continuation", "8", *extra]
+
+
+def test_compare_on_own_model_and_text_writes_to_out(own_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli.main(compare_argv(own_model, "--text-file", str(own_model / "prose.txt"), "--lengths", "64",
+                          "--tasks", "passkey", "--depths", "0.5", "--out", "runs/mine"))
+    res = json.loads((tmp_path / "runs" / "mine" / "compare-tiny-llama.json").read_text())["results"]
+    assert res["model"] == "tiny-llama" and res["model_source"] == str(own_model / "tiny-llama")
+    assert res["text"] == f"--text-file {own_model / 'prose.txt'}" and res["tasks"]["tasks"] == ["passkey"]
+    assert compare.TRAINED in [r["method"] for r in res["rows"]]
+    page = (tmp_path / "runs" / "mine.md").read_text()
+    assert f"2 windows of --text-file {own_model / 'prose.txt'} (also the long-context tasks' filler)" in page
+    assert "(mine/compare-quality-speed.png)" in page
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing in ./sdtp-bench
+
+
+@pytest.mark.parametrize("extra, needed", [
+    (["--no-tasks"], "length=40 tokens needs at least 41 tokens"),  # a window: prefix 32 + continuation 8, + 1
+    (["--prefix", "16", "--lengths", "128"], "length=128 tokens needs at least 128 tokens"),  # a task prompt
+])
+def test_compare_refuses_a_text_shorter_than_a_length(own_model, tmp_path, monkeypatch, extra, needed):
+    (tmp_path / "short.txt").write_text("forty characters of text, then it stops.")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=f"{needed} of text, but --text-file short.txt has only 40 tokens"):
+        cli.main(["--debug", *compare_argv(own_model, "--text-file", "short.txt", *extra)])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["short.txt"]
+
+
+def test_text_file_and_dataset_are_alternatives_and_kvpress_needs_the_plays(tmp_path):
+    args = argparse.Namespace(text_file="a.txt", dataset="b.jsonl")
+    with pytest.raises(ValueError, match="--text-file 'a.txt' and --dataset 'b.jsonl' are alternatives"):
+        common.read_user_text(args)
+    (tmp_path / "a.txt").write_text("some prose")
+    args = argparse.Namespace(model=DEFAULT_MODEL, no_kvpress=False, text_file=str(tmp_path / "a.txt"))
+    with pytest.raises(ValueError, match="kvpress peer reads the held-out plays only; add --no-kvpress"):
+        compare.user_text(args)
+
+
+def test_dataset_rows_are_joined_into_one_text(tmp_path):
+    rows = [{"body": "first row"}, {"body": ""}, {"body": "second row"}]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = argparse.Namespace(dataset=str(tmp_path / "rows.jsonl"), split="train", text_column="body")
+    text = common.read_user_text(args)
+    assert text.text == "first row\n\nsecond row" and text.source.startswith(f"--dataset {tmp_path / 'rows.jsonl'}")
+
+
+def test_task_filler_is_the_users_text_in_short_lines():
+    words = " ".join(f"w{i}" for i in range(40))
+    [filler] = common.filler_texts(char_tokenizer(), 100, common.UserText("--text-file t", words + "\n" + words))
+    assert [len(line.split()) for line in filler.splitlines()] == [16, 16, 8, 16, 16, 8]
+    with pytest.raises(ValueError, match="length=1000 tokens needs at least 1000 tokens"):
+        common.filler_texts(char_tokenizer(), 1000, common.UserText("--text-file t", words))

@@ -8,10 +8,13 @@ import json
 import pytest
 import torch
 from conftest import random_ids, tiny_llama
+from own_model import char_tokenizer, save_own_model, snapshot
 
-from sdtp_adapter import SDTPConfig, get_sdtp_model
+from sdtp_adapter import SDTPConfig, cli, get_sdtp_model
 from sdtp_adapter.architectures import model_dims
 from sdtp_adapter.bench import speed
+from sdtp_adapter.bench.common import UserText, model_label, prose_ids, prose_windows
+from sdtp_adapter.bench.meta import REPO_RESULTS_DIR
 from sdtp_adapter.bench.flops import count_flops, flops_check, prefill_call
 from sdtp_adapter.bench.flops import layer_flops, prefill_flops, pruned_prefill_flops
 from sdtp_adapter.bench.memory import peak_memory
@@ -223,3 +226,61 @@ def test_render_table_from_synthetic_results():
     ) in lines
     assert any(line.startswith("FLOPs check at 1024 tokens") and "+0.0000%" in line for line in lines)
     assert lines[-1] == "![speed-smollm2-135m-instruct-prefill.png](benchmarks/speed-smollm2-135m-instruct-prefill.png)"
+
+
+# ---------------------------------------------------------------------------------------------- own model and text
+@pytest.fixture(scope="module")
+def own_model(tmp_path_factory):
+    return save_own_model(tmp_path_factory.mktemp("own"))
+
+
+def test_speed_on_own_model_and_text_writes_under_the_working_directory(own_model, tmp_path, monkeypatch):
+    repo_before = snapshot(REPO_RESULTS_DIR)
+    monkeypatch.chdir(tmp_path)
+    cli.main(["bench", "speed", "--model", str(own_model / "tiny-llama"), "--adapter", str(own_model / "adapter"),
+              "--text-file", str(own_model / "prose.txt"), "--lengths", "32", "48", "--repeats", "1", "--warmup", "0",
+              "--decode-tokens", "1", "--no-flops-check"])
+    res = json.loads((tmp_path / "sdtp-bench" / "speed-tiny-llama.json").read_text())["results"]
+    assert res["model"] == "tiny-llama" and res["upstream"] == str((own_model / "tiny-llama").resolve())
+    assert res["input"] == f"--text-file {own_model / 'prose.txt'}, from its start"
+    assert [r["tokens"] for r in res["rows"]] == [32, 48] and res["stages"] == [2, 4, 6]
+    for name in res["plots"]:
+        assert (tmp_path / "sdtp-bench" / name).read_bytes().startswith(b"\x89PNG")
+    page = (tmp_path / "sdtp-bench.md").read_text()
+    assert "## Speed: tiny-llama" in page and "(sdtp-bench/speed-tiny-llama-prefill.png)" in page
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sdtp-bench", "sdtp-bench.md"]
+    assert snapshot(REPO_RESULTS_DIR) == repo_before  # the repository's page and results are untouched
+
+
+def test_speed_refuses_a_text_shorter_than_a_length(own_model, tmp_path, monkeypatch):
+    (tmp_path / "short.txt").write_text("twenty characters..\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"length=64 tokens .* --text-file short.txt has only 20 tokens"):
+        cli.main(["--debug", "bench", "speed", "--model", str(own_model / "tiny-llama"), "--adapter",
+                  str(own_model / "adapter"), "--text-file", "short.txt", "--lengths", "16", "64"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["short.txt"]  # refused before writing anything
+
+
+def test_prompts_are_the_users_text_from_its_start():
+    text = UserText("--text-file notes.txt", "hello world, this is my text")
+    tokenizer = char_tokenizer()
+    assert prose_ids(tokenizer, 11, text).tolist() == [tokenizer("hello world")["input_ids"]]
+    windows = prose_windows(tokenizer, 3, 5, text, seed=0)
+    assert all(w.shape == (1, 5) and tokenizer.decode(w[0]) in text.text for w in windows)
+    with pytest.raises(ValueError, match="length=28 tokens needs at least 29 tokens of text, but --text-file notes.txt has only 28"):
+        prose_windows(tokenizer, 1, 28, text)
+
+
+def test_speed_random_init_refuses_the_users_text():
+    with pytest.raises(ValueError, match="--random-init feeds random tokens"):
+        speed.load_inputs("llama3.2-1b", None, torch.float32, "cpu", True, 64, text=UserText("--text-file x", "abc"))
+
+
+@pytest.mark.parametrize("model, label", [
+    ("smollm2-135m-instruct", "smollm2-135m-instruct"),
+    ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen2.5-0.5B-Instruct"),
+    ("~/models/My Llama/", "My-Llama"),
+    ("./runs/../ckpt:7", "ckpt-7"),
+])
+def test_model_labels_are_safe_file_names(model, label):
+    assert model_label(model) == label

@@ -94,3 +94,32 @@ def test_only_the_requested_bench_section_is_built():
     assert cli._bench_section(["demo", "--tokens", "9"]) == ""
     args = cli.build_parser(["bench", "sweep", "--windows", "2"]).parse_args(["bench", "sweep", "--windows", "2"])
     assert (args.section, args.windows) == ("sweep", 2)
+
+
+@pytest.mark.parametrize("section", [["speed"], ["compare", "--no-kvpress"], ["sweep"], ["tasks"], ["observations"]])
+def test_bench_on_a_model_without_shipped_adapter_needs_adapter_before_loading(capsys, monkeypatch, tmp_path, section):
+    from transformers import LlamaConfig
+
+    from sdtp_adapter import loading
+
+    LlamaConfig(num_hidden_layers=2).save_pretrained(tmp_path / "my-model")
+    monkeypatch.setattr(loading, "load_base", lambda *a, **k: pytest.fail("loaded the model first"))
+    monkeypatch.chdir(tmp_path)
+    err = one_line_error(capsys, ["bench", *section, "--model", str(tmp_path / "my-model")])
+    assert f"--model {str(tmp_path / 'my-model')!r} is not a packaged model" in err and "pass --adapter" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my-model"]  # no results folder either
+
+
+def test_bench_report_of_a_missing_folder_is_one_line(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    err = one_line_error(capsys, ["bench", "report", "--out", "nothing-here"])
+    assert "--out 'nothing-here' is not a folder of benchmark results" in err
+
+
+def test_bench_help_says_where_results_go():
+    parser = dict(all_parsers(cli.build_parser()))
+    assert "./sdtp-bench/" in parser["sdtp bench"].description  # format_help() wraps at its hyphen
+    for section in ("speed", "compare", "tasks", "kvpress", "sweep", "observations", "report"):
+        assert "--out DIR" in parser[f"sdtp bench {section}"].format_help(), section
+    for section in ("speed", "compare"):
+        assert "--text-file" in parser[f"sdtp bench {section}"].format_help(), section

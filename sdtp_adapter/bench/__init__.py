@@ -1,5 +1,6 @@
 """Benchmark and evaluation harness: speed, quality, peers, sweeps and the paper's observations.
 
-Each section writes ``docs/benchmarks/<section>.json`` (``{"meta": ..., "results": ...}``) plus PNG
-plots, and ``report.write_report`` regenerates ``docs/benchmarks.md`` from every JSON present.
+Each section writes ``<out>/<section>.json`` (``{"meta": ..., "results": ...}``) plus PNG plots, and
+``report.write_report`` regenerates the page ``<out>.md`` from every JSON present. ``--out`` defaults
+to ``./sdtp-bench``; the repository's own page is ``--out docs/benchmarks``.
 """

@@ -5,19 +5,26 @@ schedule (random, recency, hidden norm, last-query attention), LLMLingua compres
 same prefill compute, and kvpress presses removing the same share of the KV cache (run in their own
 environment). Columns: prefill compute share and measured prefill speedup, continuation fidelity on
 held-out prose, accuracy on the synthetic long-context suite, and KV-cache size.
+
+``--model`` takes a packaged name, a local folder or a Hub id (``--adapter`` required for any but a
+packaged model; kvpress runs on the default model only: ``--no-kvpress`` otherwise). ``--text-file`` /
+``--dataset`` replace the held-out plays for the fidelity windows and as the filler the long-context
+tasks hide their facts in. Results: ``<--out DIR>/compare-<model>.json`` and ``compare-quality-speed.png``.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 
 from ..architectures import model_dims
 from ..zoo import DEFAULT_MODEL
 from . import longcontext
-from .common import add_model_arguments, heldout_windows, load_sdtp
+from .common import UserText, add_model_arguments, add_text_arguments, filler_texts, load_sdtp, model_label
+from .common import prose_windows, read_user_text
 from .fidelity import compare_methods
-from .meta import run_meta, write_results
+from .meta import results_dir, run_meta, write_results
 from .methods import Method, standard_methods
 from .plotting import pyplot, save_figure
 
@@ -29,10 +36,12 @@ TRAINED = "SDTP (trained)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
-    parser.add_argument("--windows", type=int, default=12, help="held-out prose windows for fidelity")
+    add_text_arguments(parser)
+    parser.add_argument("--windows", type=int, default=12, help="prose windows for fidelity")
     parser.add_argument("--prefix", type=int, default=2048, help="prompt tokens of each window (pruned by SDTP)")
     parser.add_argument("--continuation", type=int, default=128, help="tokens after the prompt scored against the unpruned model")
-    parser.add_argument("--no-tasks", action="store_true", help="skip the synthetic long-context suite")
+    parser.add_argument("--no-tasks", action="store_true",
+                        help="skip the synthetic long-context suite (its filler prose: --text-file/--dataset if given)")
     parser.add_argument("--no-llmlingua", action="store_true", help="skip LLMLingua (needs `pip install '.[peers]'`)")
     parser.add_argument("--no-kvpress", action="store_true", help="skip kvpress (runs in its own environment)")
     longcontext.add_suite_arguments(parser)
@@ -44,11 +53,12 @@ def kept_share(sdtp, length: int) -> float:
     return sdtp.schedule.kept_share(length, layers)
 
 
-def peer_methods(sdtp, tokenizer, share: float, args) -> list[Method]:
+def peer_methods(sdtp, tokenizer, share: float, args, text: UserText | None = None) -> list[Method]:
     """LLMLingua at SDTP's kept share, keeping verbatim the same recent window that SDTP protects.
 
-    One untimed compression of a training-split window first: the method calibrates its budget on its
-    first call (extra passes), which would otherwise be charged to the first timed window.
+    One untimed compression of a training-split window (or, with the user's ``text``, a window of it)
+    first: the method calibrates its budget on its first call (extra passes), which would otherwise be
+    charged to the first timed window.
     """
     if args.no_llmlingua:
         return []
@@ -59,16 +69,24 @@ def peer_methods(sdtp, tokenizer, share: float, args) -> list[Method]:
     window = sdtp.schedule.local_window_ratio
     method = llmlingua_method(sdtp, tokenizer, rate=share, keep_last=window)
     method.name = f"LLMLingua (same share, last {window:.0%} kept)"
-    warmup = text_windows(tokenizer, list(shakespeare_texts("train").values()), 1, args.prefix, seed=1)[0]
+    if text is None:
+        warmup = text_windows(tokenizer, list(shakespeare_texts("train").values()), 1, args.prefix, seed=1)[0]
+    else:
+        warmup = prose_windows(tokenizer, 1, args.prefix, text, seed=1)[0]
     method.compress(tokenizer.decode(warmup[0].tolist()), "")
     return [method]
 
 
 def run(args: argparse.Namespace) -> dict:
-    sdtp, tokenizer = load_sdtp(args.model, args.adapter)
+    """Run the section; writes ``compare-<model>.json`` and the plot to ``args.out``."""
+    directory = results_dir(args)
+    text = user_text(args)
+    sdtp, tokenizer = load_sdtp(args.model, args.adapter, getattr(args, "revision", None))
+    # every input is cut before the long part, so too short a text fails at once
+    windows = prose_windows(tokenizer, args.windows, args.prefix + args.continuation, text)
+    filler = None if args.no_tasks else filler_texts(tokenizer, max(args.lengths), text)
     share = kept_share(sdtp, args.prefix)
-    methods = standard_methods(sdtp) + peer_methods(sdtp, tokenizer, share, args)
-    windows = heldout_windows(tokenizer, args.windows, args.prefix + args.continuation)
+    methods = standard_methods(sdtp) + peer_methods(sdtp, tokenizer, share, args, text)
     print(f"fidelity: {len(windows)} windows x {len(methods)} methods (SDTP kept share {share:.3f})", flush=True)
     fidelity = compare_methods(sdtp, windows, args.prefix, methods, tokenizer)
     rows = []
@@ -96,7 +114,7 @@ def run(args: argparse.Namespace) -> dict:
     base_nll = next(iter(fidelity.values())).base_nll
     tasks = None
     if not args.no_tasks:
-        samples = longcontext.suite_from_args(tokenizer, args)
+        samples = longcontext.suite_from_args(tokenizer, args, filler)
         print(f"tasks: {len(samples)} samples x {len(methods)} methods", flush=True)
         tasks = longcontext.evaluate_tasks(sdtp, tokenizer, samples, methods)
         for row in rows:
@@ -104,28 +122,49 @@ def run(args: argparse.Namespace) -> dict:
     if not args.no_kvpress:
         del sdtp  # the kvpress environment loads its own copy of the model
         rows += kvpress_rows(args)
+    label = model_label(args.model)
     results = {
-        "model": args.model, "prefix": args.prefix, "continuation": args.continuation, "windows": args.windows,
+        "model": label, "prefix": args.prefix, "continuation": args.continuation, "windows": args.windows,
         "base_nll": base_nll, "sdtp_kept_share": share, "rows": rows,
         "tasks": None if tasks is None else {k: v for k, v in tasks.items() if k != "accuracy"},
         "verdict": verdict(rows),
+        "adapter": args.adapter, "text": None if text is None else text.source,
     }
+    if label != args.model:  # where a folder or Hub model came from
+        results["model_source"] = args.model + (f" (revision {args.revision})" if getattr(args, "revision", None) else "")
     data = {"meta": run_meta(args.command_line), "results": results}
-    write_results(f"compare-{args.model}", data["meta"], results)
-    plot(data)
+    write_results(f"compare-{label}", data["meta"], results, directory)
+    plot(data, directory)
     return data
+
+
+def user_text(args: argparse.Namespace) -> UserText | None:
+    """The user's ``--text-file`` / ``--dataset`` text, after the checks that would otherwise fail late."""
+    if not args.no_kvpress:
+        check_kvpress_model(args.model)
+    text = read_user_text(args)
+    if text is not None and not args.no_kvpress:
+        raise ValueError(f"{text.source}: the kvpress peer reads the held-out plays only; add --no-kvpress")
+    return text
+
+
+def check_kvpress_model(model: str) -> None:
+    """Refuse a ``--model`` the kvpress peer cannot run (its environment holds one packaged model)."""
+    from .peers import kvpress
+
+    if model != kvpress.MODEL:
+        raise ValueError(f"--model {model}: the kvpress peer runs on {kvpress.MODEL} only; add --no-kvpress")
 
 
 def kvpress_rows(args: argparse.Namespace) -> list[dict]:
     """Run the kvpress section on the same windows (its own environment) and return its presses as rows."""
     from .peers import kvpress
 
-    if args.model != kvpress.MODEL:
-        raise ValueError(f"--model {args.model}: the kvpress peer runs on {kvpress.MODEL} only; add --no-kvpress")
+    check_kvpress_model(args.model)
     peer_args = argparse.Namespace(
         windows=args.windows, prefix=args.prefix, continuation=args.continuation, compression_ratio=None,
         presses=list(kvpress.DEFAULT_PRESSES), decode_tokens=32, repeats=3, env=kvpress.DEFAULT_ENV,
-        no_create_env=False, command_line=args.command_line,
+        no_create_env=False, command_line=args.command_line, out=str(results_dir(args)),
     )
     results = kvpress.run(peer_args)
     base = results["rows"][kvpress.BASELINE]
@@ -158,7 +197,8 @@ def verdict(rows: list[dict]) -> dict:
     }
 
 
-def plot(data: dict) -> None:
+def plot(data: dict, directory: Path) -> None:
+    """``compare-quality-speed.png`` in ``directory``: dNLL against measured prefill speedup per method."""
     plt = pyplot()
     rows = [r for r in data["results"]["rows"] if r["kind"] in ("pruning", "compressor")]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -170,7 +210,18 @@ def plot(data: dict) -> None:
     ax.set_ylabel("continuation dNLL (%)")
     ax.set_title("Same budget: quality vs prefill speed")
     ax.grid(alpha=0.3)
-    save_figure(fig, "compare-quality-speed.png")
+    save_figure(fig, "compare-quality-speed.png", directory)
+
+
+def _adapter(res: dict) -> str:
+    return f"adapter {res['adapter']}" if res.get("adapter") else "shipped adapter"
+
+
+def _windows_of(res: dict) -> str:
+    """What the fidelity windows were cut from (results before ``text`` existed: the held-out plays)."""
+    if not res.get("text"):
+        return "held-out windows"
+    return f"windows of {res['text']}" + (" (also the long-context tasks' filler)" if res.get("tasks") else "")
 
 
 def render(data: dict) -> list[str]:
@@ -188,7 +239,7 @@ def render(data: dict) -> list[str]:
     lines = [
         "## SDTP vs baselines and peers at the same budget",
         "",
-        f"{res['model']}, shipped adapter. Fidelity: {res['windows']} held-out windows, {res['prefix']}-token prefix "
+        f"{res['model']}, {_adapter(res)}. Fidelity: {res['windows']} {_windows_of(res)}, {res['prefix']}-token prefix "
         f"prefilled by each method, next {res['continuation']} tokens fed on top (unpruned NLL {res['base_nll']:.3f}). "
         f"Pruning rows share the adapter's schedule (SDTP-low: every other stage; {res['sdtp_kept_share']:.2f} of the "
         "tokens per layer for the others) and differ only in the scorer"

@@ -19,8 +19,8 @@ from ..architectures import model_dims
 from ..data.corpora import shakespeare_texts
 from ..data.tasks import CHANCE, SUITE_TASKS, is_correct, prompt_ids, task_sample
 from ..model import SDTPModel
-from .common import add_model_arguments, load_sdtp
-from .meta import RESULTS_DIR, run_meta, write_results
+from .common import add_model_arguments, load_sdtp, model_label
+from .meta import results_dir, run_meta, write_results
 from .methods import Method, standard_methods
 from .plotting import pyplot, save_figure
 
@@ -77,9 +77,10 @@ def task_suite(
     return samples
 
 
-def suite_from_args(tokenizer, args: argparse.Namespace) -> list[dict]:
-    """The suite ``add_suite_arguments`` describes, on the held-out plays."""
-    texts = list(shakespeare_texts("heldout").values())
+def suite_from_args(tokenizer, args: argparse.Namespace, texts: list[str] | None = None) -> list[dict]:
+    """The suite ``add_suite_arguments`` describes, its facts hidden in ``texts`` (default: the held-out plays)."""
+    if texts is None:
+        texts = list(shakespeare_texts("heldout").values())
     return task_suite(tokenizer, texts, args.lengths, args.depths, args.per_cell, args.seed, args.tasks)
 
 
@@ -168,20 +169,22 @@ def _accuracies(hits: dict, counts: dict, tasks: list[str], lengths: list[str]) 
 
 
 def run(args: argparse.Namespace) -> dict:
-    sdtp, tokenizer = load_sdtp(args.model, args.adapter)
+    """Run the suite on every standard method; writes ``tasks.json`` and its plot to ``args.out``."""
+    directory = results_dir(args)
+    sdtp, tokenizer = load_sdtp(args.model, args.adapter, getattr(args, "revision", None))
     samples = suite_from_args(tokenizer, args)
     methods = standard_methods(sdtp)
     print(f"tasks: {len(samples)} samples x {len(methods)} methods", flush=True)
     results = evaluate_tasks(sdtp, tokenizer, samples, methods, args.max_new_tokens)
-    results |= {"model": args.model, "adapter": args.adapter, "depths": list(args.depths), "per_cell": args.per_cell,
-                "seed": args.seed, "max_new_tokens": args.max_new_tokens}
+    results |= {"model": model_label(args.model), "adapter": args.adapter, "depths": list(args.depths),
+                "per_cell": args.per_cell, "seed": args.seed, "max_new_tokens": args.max_new_tokens}
     meta = run_meta(args.command_line)
-    write_results("tasks", meta, results)
-    plot(results)
+    write_results("tasks", meta, results, directory)
+    plot(results, directory=directory)
     return {"meta": meta, "results": results}
 
 
-def plot(results: dict, name: str = PLOT, directory: Path = RESULTS_DIR) -> None:
+def plot(results: dict, name: str = PLOT, *, directory: Path) -> None:
     """Accuracy per task, one bar per method, one panel per prompt length; dashes mark chance."""
     plt = pyplot()
     tasks, lengths, methods = results["tasks"], results["lengths"], list(results["accuracy"])

@@ -24,9 +24,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..architectures import decoder_layers
 from ..schedule import StageSchedule
 from ..zoo import DEFAULT_MODEL, MODELS
-from .meta import RESULTS_DIR, run_meta, write_results
+from .common import adapter_source, add_revision_argument, model_label
+from .meta import results_dir, run_meta, write_results
 from .plotting import pyplot, save_figure
 from .saliency_metrics import (
     IMPORTANT_FRACTION,
@@ -166,10 +168,15 @@ def plot_tokens(saliency: torch.Tensor, results: dict, directory: Path) -> None:
 # --------------------------------------------------------------------------- section interface
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``sdtp bench observations``."""
-    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS), help="packaged base model")
     parser.add_argument(
-        "--adapter", default=None, help="adapter folder whose config gives the stage layers, protected tokens and "
-        "text target tail (default: the shipped adapter for --model)"
+        "--model", default=DEFAULT_MODEL, metavar="NAME_OR_PATH",
+        help=f"base model: a packaged name ({', '.join(sorted(MODELS))}), a local transformers folder or a Hub id",
+    )
+    add_revision_argument(parser)
+    parser.add_argument(
+        "--adapter", default=None, metavar="NAME_OR_PATH",
+        help="adapter (folder, shipped adapter name or Hub id) whose config gives the stage layers, protected tokens "
+        "and text target tail (default: the shipped adapter of a packaged --model; required for any other --model)",
     )
     parser.add_argument("--samples", type=int, default=8, help="held-out text windows")
     parser.add_argument("--length", type=int, default=1024, help="tokens per window")
@@ -207,10 +214,10 @@ def build_samples(tokenizer, args: argparse.Namespace, tail_ratio: float) -> dic
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Measure every sample group, write the plots and ``docs/benchmarks/observations.json``; return the results."""
-    from ..zoo import SHIPPED_ADAPTERS
+    """Measure every sample group, write the plots and ``observations.json`` to ``args.out``; return the results."""
     from ..config import SDTPConfig
-    from ..zoo import load_model
+    from ..hub import resolve_adapter
+    from ..loading import load_base
 
     for name in ("samples", "length"):
         if getattr(args, name) < 1:
@@ -223,11 +230,12 @@ def run(args: argparse.Namespace) -> dict:
         raise ValueError(
             f"--full-window-samples={args.full_window_samples} is invalid; expected at most --samples={args.samples}"
         )
-    adapter = Path(args.adapter) if args.adapter else SHIPPED_ADAPTERS / args.model
+    directory = results_dir(args)
+    adapter = Path(resolve_adapter(adapter_source(args.model, args.adapter)))
     if not (adapter / "adapter_config.json").exists():
         raise ValueError(f"--adapter={str(adapter)!r} holds no adapter_config.json; pass an SDTP adapter folder")
     config = SDTPConfig.from_pretrained(adapter)
-    model, tokenizer = load_model(args.model)
+    model, tokenizer = load_base(args.model, revision=getattr(args, "revision", None))
     model.to(args.device)
     num_layers = len(decoder_layers(model))
     schedule = config.schedule(num_layers)
@@ -235,7 +243,7 @@ def run(args: argparse.Namespace) -> dict:
     example: list = []
     groups = measure(model, build_samples(tokenizer, args, tail), schedule, example)
     results = {
-        "model": args.model,
+        "model": model_label(args.model),
         "num_layers": num_layers,
         "stage_layers": list(schedule.layers),
         "length": args.length,
@@ -245,10 +253,10 @@ def run(args: argparse.Namespace) -> dict:
         "groups": groups,
         "plots": [PLOTS["sparsity"], PLOTS["transitivity"], PLOTS["tokens"]],
     }
-    plot_sparsity(results, RESULTS_DIR)
-    plot_transitivity(results, RESULTS_DIR)
-    plot_tokens(example[0], results, RESULTS_DIR)
-    write_results(SECTION, run_meta(args.command_line, args.device), results)
+    plot_sparsity(results, directory)
+    plot_transitivity(results, directory)
+    plot_tokens(example[0], results, directory)
+    write_results(SECTION, run_meta(args.command_line, args.device), results, directory)
     return results
 
 

@@ -7,7 +7,6 @@ import tempfile
 from pathlib import Path
 
 from ..files import publish
-from .meta import RESULTS_DIR
 
 
 def pyplot():
@@ -20,7 +19,7 @@ def pyplot():
     return plt
 
 
-def save_figure(fig, name: str, directory: Path = RESULTS_DIR) -> Path:
+def save_figure(fig, name: str, directory: Path) -> Path:
     """Save ``fig`` as ``<directory>/<name>`` through a temp file and a rename, then close it."""
     import matplotlib.pyplot as plt
 

@@ -1,7 +1,9 @@
 """The one table of benchmark sections, read by ``bench.cli`` (subcommands) and ``bench.report`` (page order).
 
 Every section module exposes ``add_arguments(parser)``, ``run(args) -> dict`` (writes
-``docs/benchmarks/<result>.json`` and its plots) and ``render(data) -> list[str]`` (markdown).
+``<args.out>/<result>.json`` and its plots; ``meta.results_dir``) and ``render(data) -> list[str]``
+(markdown; plots linked as ``benchmarks/<png>``, which ``report.relink`` points at the results folder).
+``bench.cli`` adds ``--out`` to every section's parser.
 Section modules import torch, which takes seconds, so each entry holds a loader with an ordinary
 (deferred) import: ``sdtp --help`` lists every section without importing any of them.
 """
@@ -20,7 +22,7 @@ class Section:
     Attributes:
         name: the subcommand.
         load: imports and returns the section's module.
-        results: glob (without ``.json``) of its result files under ``docs/benchmarks/``.
+        results: glob (without ``.json``) of its result files in the results folder.
         help: one line for ``sdtp bench --help``.
     """
 

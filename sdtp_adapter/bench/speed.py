@@ -2,10 +2,13 @@
 
     sdtp bench speed                                     # SmolLM2-135M, 1K-8K held-out tokens
     sdtp bench speed --model gemma3-270m                 # 1K-16K
+    sdtp bench speed --model ./my-model --adapter ./my-adapter --text-file notes.txt --lengths 1024 2048
+    sdtp bench speed --model Qwen/Qwen2.5-0.5B-Instruct --adapter owner/sdtp-qwen --dataset wikitext \
+        --dataset-config wikitext-103-raw-v1 --split 'train[:2000]'
     sdtp bench speed --device cuda --dtype bfloat16      # section speed-<model>-cuda
     sdtp bench speed --random-init --lengths 1024 2048   # no weights needed: shapes decide speed
     sdtp bench speed --random-init --model llama3.1-8b --device cuda --dtype bfloat16 --out DIR
-    python -m sdtp_adapter.bench.speed ...               # the same, without regenerating docs/benchmarks.md
+    python -m sdtp_adapter.bench.speed ...               # the same, without regenerating the page
 
 Per prompt length: prefill latency (``logits_to_keep=1``), time to first token (prefill plus picking
 the greedy token on the host), greedy decode tokens/s on the prefilled cache, peak memory during
@@ -14,7 +17,12 @@ their ratio (the FLOPs bound). Once per run, at the smallest length, the analyti
 against ``FlopCounterMode`` (see ``flops``). Every round runs one greedy generation of the base and
 one of SDTP back to back (``timing.interleaved``); medians and min-max over ``--repeats`` rounds.
 
-Results: ``docs/benchmarks/speed-<model>[-cuda].json`` (or ``--out DIR``) and four PNGs next to it,
+``--model`` is a packaged name, a local transformers folder or a Hub id (any other than a packaged
+model needs ``--adapter``); the prompts are the held-out Shakespeare plays from their start, or the
+user's ``--text-file`` / ``--dataset`` (``bench.common``).
+
+Results: ``<--out DIR, default ./sdtp-bench>/speed-<model>[-cuda].json`` (``<model>``: the packaged
+name, else the folder's or Hub id's last component, ``common.model_label``) and four PNGs next to it,
 rewritten after every length so a run that is cut short keeps its finished rows. ``--random-init``
 shapes (``bench.shapes``) include the Llama-3.2-1B and Llama-3.1-8B shapes, which ``recipes/gpu_bench.sh``
 measures with SmolLM2 on one GPU.
@@ -37,28 +45,37 @@ from ..architectures import model_dims
 from ..model import SDTPModel
 from ..pruning.cache import kv_bytes
 from ..timing import interleaved
-from ..zoo import DEFAULT_MODEL, MODELS, SHIPPED_ADAPTERS
-from .common import heldout_ids
+from ..zoo import DEFAULT_MODEL, MODELS
+from .common import UserText, add_revision_argument, add_text_arguments, adapter_source
+from .common import model_label, prose_ids, read_user_text
 from .components import component_costs
 from .flops import flops_check, flops_speedup_bound, prefill_call, prefill_flops, pruned_prefill_flops
 from .memory import cpu_method, peak_memory
-from .meta import RESULTS_DIR, run_meta, write_results
+from .meta import add_out_argument, results_dir, run_meta, write_results
 from .speed_render import METHODS, plot, render  # noqa: F401 - render: this section's markdown
 from .shapes import SHAPES, attach_pruning, check_finite, get_shape, random_model, shape_config
 
 DTYPES = ("float32", "bfloat16", "float16")
+DEFAULT_LENGTHS = MODELS[DEFAULT_MODEL].bench_lengths  # for a --model without a shape of its own
 MIB = 2**20
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # the packaged models plus the shape-only ones (those need --random-init)
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, choices=sorted(SHAPES), help=f"model (without --random-init: {sorted(MODELS)})"
+        "--model", default=DEFAULT_MODEL, metavar="NAME_OR_PATH",
+        help=f"base model: a packaged name ({', '.join(sorted(MODELS))}), a local transformers folder or a Hub id; "
+        f"with --random-init a shape: {', '.join(sorted(SHAPES))}",
     )
-    parser.add_argument("--adapter", default=None, help="adapter folder or Hub id (default: the shipped adapter of --model)")
+    add_revision_argument(parser)
+    parser.add_argument(
+        "--adapter", default=None, metavar="NAME_OR_PATH",
+        help="adapter folder, shipped adapter name or Hub id (default: the shipped adapter of a packaged --model; "
+        "required for any other --model)",
+    )
+    add_text_arguments(parser)
     parser.add_argument(
         "--lengths", type=int, nargs="+", default=None,
-        help="prompt lengths in tokens (default: 1K-8K SmolLM2, 1K-16K Gemma, 1K-32K the Llama shapes)",
+        help="prompt lengths in tokens (default: 1K-8K SmolLM2 and other models, 1K-16K Gemma, 1K-32K the Llama shapes)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed interleaved rounds per length")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds before timing")
@@ -76,7 +93,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --random-init: build from this transformers config.json instead (tests, other shapes); "
         "pruning modules are then fresh from SDTPConfig() unless --adapter",
     )
-    parser.add_argument("--out", default=None, metavar="DIR", help=f"results folder (default {RESULTS_DIR})")
     parser.add_argument(
         "--no-flops-check", dest="flops_check", action="store_false",
         help="skip the FlopCounterMode check at the smallest length (the analytic bound is still computed)",
@@ -236,7 +252,7 @@ def benchmark(
     section: str,
     meta: dict,
     description: dict,
-    directory: Path = RESULTS_DIR,
+    directory: Path,
 ) -> dict:
     """Measure every length of ``settings`` on prompts cut from ``all_ids``; write JSON and plots after each.
 
@@ -294,72 +310,100 @@ def load_inputs(
     random_init: bool,
     max_length: int,
     shape_config_file: str | None = None,
+    revision: str | None = None,
+    text: UserText | None = None,
 ):
-    """``(SDTPModel on device, input token ids, description)`` for a packaged model or a random-init shape.
+    """``(SDTPModel on device, input token ids, description)`` for a ``--model`` or a random-init shape.
 
-    Real weights read the held-out plays (never trained on); ``random_init`` builds the model on
-    ``device`` from ``recipes/configs/<model>.json`` (or ``shape_config_file``) with random weights and
-    feeds random tokens (see ``bench.shapes``).
+    Real weights read ``text`` (None: the held-out plays, never trained on) from its start;
+    ``random_init`` builds the model on ``device`` from ``recipes/configs/<model>.json`` (or
+    ``shape_config_file``) with random weights and feeds random tokens (see ``bench.shapes``).
     """
     if shape_config_file and not random_init:
         raise ValueError(f"--shape-config {shape_config_file} needs --random-init")
     if random_init:
-        shape = get_shape(model_name)
-        config = shape_config(model_name, shape_config_file, max_length)
-        model = random_model(config, device, dtype, seed=0)
-        sdtp, adapter_text = attach_pruning(model, shape, adapter, fresh=shape_config_file is not None)
-        all_ids = torch.randint(10, config.vocab_size, (max_length,), generator=torch.Generator().manual_seed(0)).tolist()
-        weights = "random weights (speed only: timings depend on shapes, not values)"
-        text, upstream = "random tokens", shape.upstream + (f", shape from {shape_config_file}" if shape_config_file else "")
-    else:
-        if model_name not in MODELS:
-            raise ValueError(f"model={model_name!r} has no packaged weights; add --random-init, or use one of {sorted(MODELS)}")
-        from ..zoo import load_model
+        if text is not None:
+            raise ValueError(f"{text.source}: --random-init feeds random tokens; drop --text-file/--dataset or --random-init")
+        return _random_inputs(model_name, adapter, dtype, device, max_length, shape_config_file)
+    if model_name in SHAPES and model_name not in MODELS and not Path(model_name).is_dir():
+        raise ValueError(f"model={model_name!r} has no packaged weights; add --random-init, or use one of {sorted(MODELS)}, "
+                         "a local transformers folder or a Hub id")
+    from ..loading import load_base
 
-        model, tokenizer = load_model(model_name, dtype=dtype)
-        all_ids = heldout_ids(tokenizer, max_length)[0].tolist()
-        model.to(device)
-        sdtp = SDTPModel.from_pretrained(model, adapter or SHIPPED_ADAPTERS / model_name)
-        adapter_text, upstream = str(adapter) if adapter else "shipped", MODELS[model_name].upstream
-        weights, text = "real weights", "held-out Shakespeare plays from their start"
+    source = adapter_source(model_name, adapter)  # before the load: a missing --adapter fails at once
+    model, tokenizer = load_base(model_name, revision=revision, dtype=str(dtype).removeprefix("torch."))
+    all_ids = prose_ids(tokenizer, max_length, text)[0].tolist()
+    model.to(device)
+    sdtp = SDTPModel.from_pretrained(model, source)
+    if model_name in MODELS:
+        upstream = MODELS[model_name].upstream
+    else:
+        upstream = model.name_or_path + (f" (revision {revision})" if revision else "")
+    description = {
+        "model": model_label(model_name),
+        "upstream": upstream,
+        "adapter": str(adapter) if adapter else "shipped",
+        "dtype": str(dtype).removeprefix("torch."),
+        "attention": "sdpa",
+        "weights": "real weights",
+        "input": "held-out Shakespeare plays from their start" if text is None else f"{text.source}, from its start",
+    }
+    return sdtp, all_ids, description
+
+
+def _random_inputs(model_name: str, adapter: str | None, dtype: torch.dtype, device: str, max_length: int,
+                   shape_config_file: str | None):
+    """``load_inputs`` for ``--random-init``: the shape's config, random weights, random tokens."""
+    shape = get_shape(model_name)
+    config = shape_config(model_name, shape_config_file, max_length)
+    model = random_model(config, device, dtype, seed=0)
+    sdtp, adapter_text = attach_pruning(model, shape, adapter, fresh=shape_config_file is not None)
+    all_ids = torch.randint(10, config.vocab_size, (max_length,), generator=torch.Generator().manual_seed(0)).tolist()
+    upstream = shape.upstream + (f", shape from {shape_config_file}" if shape_config_file else "")
     description = {
         "model": model_name,
         "upstream": upstream,
         "adapter": adapter_text,
         "dtype": str(dtype).removeprefix("torch."),
         "attention": "sdpa",
-        "weights": weights,
-        "input": text,
+        "weights": "random weights (speed only: timings depend on shapes, not values)",
+        "input": "random tokens",
     }
     return sdtp, all_ids, description
 
 
-def run(args: argparse.Namespace, directory: Path = RESULTS_DIR) -> dict:
-    """Run the section from parsed ``sdtp bench speed`` arguments (``--out`` overrides ``directory``)."""
+def default_lengths(model: str) -> tuple[int, ...]:
+    """``--lengths`` when not given: the shape's (packaged models, Llama shapes), else 1K-8K."""
+    return SHAPES[model].lengths if model in SHAPES else DEFAULT_LENGTHS
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Run the section from parsed ``sdtp bench speed`` arguments; results go to ``args.out``."""
     settings = SpeedSettings(
-        lengths=tuple(args.lengths or get_shape(args.model).lengths),
+        lengths=tuple(args.lengths or default_lengths(args.model)),
         repeats=args.repeats,
         warmup=args.warmup,
         decode_tokens=args.decode_tokens,
         device=args.device,
         flops_check=getattr(args, "flops_check", True),
     )
+    text = read_user_text(args)  # before the model: a missing file fails at once
     sdtp, all_ids, description = load_inputs(
         args.model, args.adapter, getattr(torch, args.dtype), args.device, args.random_init, max(settings.lengths),
-        getattr(args, "shape_config", None),
+        getattr(args, "shape_config", None), getattr(args, "revision", None), text,
     )
     if args.random_init:  # random values must not send a kernel down a NaN/inf path
         check_finite(sdtp, torch.tensor([all_ids[: min(settings.lengths)]], device=args.device))
-    section = section_name(args.model, args.device)
+    section = section_name(description["model"], args.device)
     meta = run_meta(getattr(args, "command_line", "sdtp bench speed"), device=args.device)
-    out = getattr(args, "out", None)
-    return benchmark(sdtp, all_ids, settings, section, meta, description, Path(out) if out else directory)
+    return benchmark(sdtp, all_ids, settings, section, meta, description, results_dir(args))
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """``python -m sdtp_adapter.bench.speed [options]``: this section alone; docs/benchmarks.md is left as is."""
+    """``python -m sdtp_adapter.bench.speed [options]``: this section alone; no page is regenerated."""
     parser = argparse.ArgumentParser(prog="python -m sdtp_adapter.bench.speed", description=__doc__.splitlines()[0])
     add_arguments(parser)
+    add_out_argument(parser, page=False)  # this entry point regenerates no page
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.command_line = "python -m sdtp_adapter.bench.speed " + " ".join(shlex.quote(a) for a in argv)

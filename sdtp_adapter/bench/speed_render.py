@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .meta import RESULTS_DIR
 from .plotting import pyplot, save_figure
 
 METHODS = ("base", "sdtp")
@@ -18,7 +17,7 @@ def _errorbars(stats: list[dict], scale: float = 1.0) -> tuple[list[float], list
     return medians, [low, high]
 
 
-def plot(rows: list[dict], section: str, title: str = "", directory: Path = RESULTS_DIR) -> list[str]:
+def plot(rows: list[dict], section: str, title: str, directory: Path) -> list[str]:
     """Four PNGs ``<section>-{prefill,speedup,memory,decode}.png`` in ``directory``; returns their names."""
     plt = pyplot()
     tokens = [r["tokens"] for r in rows]

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 
 import torch
 
 from ..architectures import model_dims
 from ..pruning.scorers import recency_scorer
 from ..timing import interleaved
-from .common import add_model_arguments, heldout_ids, heldout_windows, load_sdtp
+from .common import add_model_arguments, heldout_ids, heldout_windows, load_sdtp, model_label
 from .fidelity import compare_methods
 from .flops import flops_speedup_bound
-from .meta import run_meta, write_results
+from .meta import results_dir, run_meta, write_results
 from .methods import Method
 from .plotting import pyplot, save_figure
 
@@ -104,21 +105,24 @@ def sweep_points(sdtp, windows: list[torch.Tensor], prefix: int, ids: torch.Tens
 
 
 def run(args: argparse.Namespace) -> dict:
-    sdtp, tokenizer = load_sdtp(args.model, args.adapter)
+    """Measure every point; writes ``sweep.json`` and the Pareto plot to ``args.out``."""
+    directory = results_dir(args)
+    sdtp, tokenizer = load_sdtp(args.model, args.adapter, getattr(args, "revision", None))
     windows = heldout_windows(tokenizer, args.windows, args.prefix + args.continuation)
     ids = heldout_ids(tokenizer, args.speed_tokens)
     points, extras = sweep_points(sdtp, windows, args.prefix, ids, args.keep_ratios, args.repeats)
     results = {
-        "model": args.model, "prefix": args.prefix, "continuation": args.continuation, "windows": args.windows,
-        "speed_tokens": args.speed_tokens, "repeats": args.repeats, **extras, "points": points,
+        "model": model_label(args.model), "prefix": args.prefix, "continuation": args.continuation, "windows": args.windows,
+        "speed_tokens": args.speed_tokens, "repeats": args.repeats, **extras, "points": points, "adapter": args.adapter,
     }
     data = {"meta": run_meta(args.command_line), "results": results}
-    write_results("sweep", data["meta"], results)
-    plot(data)
+    write_results("sweep", data["meta"], results, directory)
+    plot(data, directory)
     return data
 
 
-def plot(data: dict) -> None:
+def plot(data: dict, directory: Path) -> None:
+    """``sweep-pareto.png`` in ``directory``: dNLL against measured speedup, one line per placement and scorer."""
     plt = pyplot()
     res = data["results"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -136,7 +140,11 @@ def plot(data: dict) -> None:
     ax.set_title("Quality vs speed: keep ratio r (labels) x stage placement")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-    save_figure(fig, "sweep-pareto.png")
+    save_figure(fig, "sweep-pareto.png", directory)
+
+
+def _adapter(res: dict) -> str:
+    return f"adapter {res['adapter']}'s" if res.get("adapter") else "shipped adapter's"
 
 
 def render(data: dict) -> list[str]:
@@ -144,7 +152,7 @@ def render(data: dict) -> list[str]:
     lines = [
         "## Sweep: keep ratio x stage placement",
         "",
-        f"{res['model']}, shipped adapter's modules on subsets of its stage layers. Quality: {res['windows']} "
+        f"{res['model']}, {_adapter(res)} modules on subsets of its stage layers. Quality: {res['windows']} "
         f"held-out windows, {res['prefix']}-token prefix + {res['continuation']} (unpruned NLL {res['base_nll']:.3f}); "
         f"speed: prefill of {res['speed_tokens']} held-out tokens, {res['repeats']} interleaved rounds against the "
         f"base ({1000 * res['base_prefill_s']:.0f} ms). The recency scorer runs on every schedule too. "

@@ -4,7 +4,8 @@ kvpress (NVIDIA's KV-cache compression library) pins an older transformers than 
 lives in a separate virtual environment (``.venv-kvpress``, built on demand or by ``make kvpress-env``).
 This module runs in our environment: it builds the same held-out windows as the other sections, writes
 them to an input JSON, runs ``kvpress_runner.py`` with the kvpress environment's python, and turns the
-runner's output JSON into ``docs/benchmarks/kvpress.json``, a plot and a markdown table.
+runner's output JSON into ``<--out DIR>/kvpress.json``, a plot and a markdown table. It runs the
+default packaged model only (the environment's transformers loads that one folder), on the held-out plays.
 
 The compression ratio defaults to SDTP's own KV reduction at the same prefix length (the shipped
 adapter's schedule), so both methods keep the same number of cached key/value entries.
@@ -24,7 +25,7 @@ import torch
 
 from ...schedule import StageSchedule
 from ...zoo import DEFAULT_MODEL
-from ..meta import RESULTS_DIR, read_results, run_meta, write_results
+from ..meta import read_results, results_dir, run_meta, write_results
 
 SECTION = "kvpress"
 MODEL = DEFAULT_MODEL  # the one model the kvpress environment runs
@@ -169,7 +170,7 @@ def results_from_output(output: dict, continuation: int, ratio_source: str) -> d
     }
 
 
-def load_results(directory: Path = RESULTS_DIR) -> dict | None:
+def load_results(directory: Path) -> dict | None:
     """The stored section results (``rows``: method name -> metrics), or None if never run."""
     data = read_results(SECTION, directory)
     return None if data is None else data["results"]
@@ -217,12 +218,13 @@ def run(args: argparse.Namespace) -> dict:
         subprocess.run([str(python), "-I", str(RUNNER), str(tmp / "input.json"), str(tmp / "output.json")], check=True)
         output = json.loads((tmp / "output.json").read_text())
     results = results_from_output(output, args.continuation, source)
-    write_results(SECTION, run_meta(args.command_line), results)
-    plot(results)
+    directory = results_dir(args)
+    write_results(SECTION, run_meta(args.command_line), results, directory)
+    plot(results, directory)
     return results
 
 
-def plot(results: dict, directory: Path = RESULTS_DIR) -> Path:
+def plot(results: dict, directory: Path) -> Path:
     """``kvpress.png``: continuation dNLL and decode tokens/s per method (every press keeps the same KV size)."""
     import matplotlib
 
