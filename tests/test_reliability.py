@@ -574,7 +574,7 @@ def test_TR08a_a_nan_loss_stops_training_without_saving_a_nan_adapter(tmp_path, 
 
 
 def test_TR09_warm_start_on_nothing_is_refused():
-    from sdtp_adapter.training.trainer import fit_to_saliency
+    from sdtp_adapter.training.warm_start import fit_to_saliency
 
     with pytest.raises(ValueError, match="marked is empty"):
         fit_to_saliency(pruned(), [], epochs=1)

@@ -174,7 +174,7 @@ def test_token_marking_and_saliency_warm_start():
     from datasets import Dataset
 
     from sdtp_adapter.training.marking import mark_tokens
-    from sdtp_adapter.training.trainer import fit_to_saliency
+    from sdtp_adapter.training.warm_start import fit_to_saliency
 
     model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG))
     rows = [{"input_ids": random_ids(40, seed=s)[0].tolist(), "target_mask": [i >= 30 for i in range(40)]} for s in range(4)]
@@ -225,7 +225,7 @@ def test_warm_start_loss_term_reaches_every_pruning_module(term):
     from datasets import Dataset
 
     from sdtp_adapter.training.marking import mark_tokens
-    from sdtp_adapter.training.trainer import fit_to_saliency
+    from sdtp_adapter.training.warm_start import fit_to_saliency
 
     weights = {"mse_loss_weight": 0.0, "rank_loss_weight": 0.0, f"{term}_loss_weight": 1.0}
     model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG, **weights))

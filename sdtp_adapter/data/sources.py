@@ -48,8 +48,9 @@ def load_rows(source: str, *, config: str | None = None, split: str = "train", r
                 rows = _pick_split(rows, split, source)
         elif path.is_dir():
             rows = _pick_split(datasets.load_dataset(str(path)), split, source)
-        elif source.startswith((".", "/", "~")) or path.suffix.lower() in FILE_BUILDERS:
-            raise FileNotFoundError(f"dataset={source!r} does not exist")
+        elif source.startswith((".", "/", "~")) or path.suffix.lower() in FILE_BUILDERS or (path.suffix and "/" not in source):
+            # a path, or a bare "name.ext": a file name, never a Hub dataset ("owner/name")
+            raise FileNotFoundError(f"dataset={source!r} does not exist; allowed: a file {sorted(FILE_BUILDERS)}, a folder or a Hub name")
         else:
             rows = datasets.load_dataset(source, config, split=split, revision=revision)
     except (FileNotFoundError, ValueError):

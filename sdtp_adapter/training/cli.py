@@ -111,36 +111,41 @@ def training_args_from(args: argparse.Namespace) -> TrainingArguments:
 
 
 def run(args: argparse.Namespace) -> None:
-    """Load the model and the data, check everything, then train (prints on the main process only)."""
-    training_args = training_args_from(args)  # bad training flags fail before anything loads
-    from accelerate import Accelerator  # noqa: F401 - imported here: torch loads only when a command runs
+    """Check every option, the output folder and the data's columns, then load the model and train
+    (prints on the main process only)."""
+    from pathlib import Path
+
+    training_args = training_args_from(args)  # bad flags fail before anything loads
+    config = config_from_args(args, args.model)
+    if args.max_length < 2:
+        raise ValueError(f"--max-length={args.max_length} is invalid; allowed: an integer >= 2")
+    if args.max_samples is not None and args.max_samples < 1:
+        raise ValueError(f"--max-samples={args.max_samples} is invalid; allowed: an integer >= 1")
+    import torch
 
     from .. import get_sdtp_model
     from ..data.sources import load_rows
     from ..loading import load_base
     from .checks import min_trainable_length
-    from .samples import build_samples, describe
-    from .trainer import make_accelerator, train
+    from .samples import build_samples, describe, pick_column
+    from .trainer import make_accelerator, refuse_earlier_run, train
 
+    if training_args.resume_from_checkpoint is None:
+        refuse_earlier_run(Path(training_args.output_dir), training_args)
     accelerator = make_accelerator(training_args)
     say = accelerator.print
-    if args.max_length < 2:
-        raise ValueError(f"--max-length={args.max_length} is invalid; allowed: an integer >= 2")
-    if args.max_samples is not None and args.max_samples < 1:
-        raise ValueError(f"--max-samples={args.max_samples} is invalid; allowed: an integer >= 1")
     rows = load_rows(args.dataset, config=args.dataset_config, split=args.split)
+    pick_column(list(rows.column_names), args.text_column, args.messages_column)
     model, tokenizer = load_base(args.model, revision=args.revision, dtype=args.dtype, load_in_4bit=args.load_in_4bit,
                                  attn_implementation=args.attn_implementation)
-    config = config_from_args(args, model.name_or_path)
+    config.base_model_name_or_path = model.name_or_path  # what loading recorded (a packaged model: its Hub id)
     say(f"model: {args.model} ({model.config.model_type})")
-    import torch
-
     with torch.random.fork_rng(devices=[]):  # the modules' initial weights follow --seed: every process starts alike
         torch.manual_seed(training_args.seed)
         sdtp = get_sdtp_model(model, config)
     samples = build_samples(rows, tokenizer, max_length=args.max_length, text_column=args.text_column,
                             messages_column=args.messages_column, packing=args.packing, tail_ratio=config.saliency_tail_ratio,
-                            min_length=min_trainable_length(sdtp.schedule))
+                            min_length=min(args.max_length, min_trainable_length(sdtp.schedule)))
     if args.max_samples is not None:
         samples = samples.select(range(min(args.max_samples, len(samples))))
     say(f"data: {args.dataset}: {describe(samples)}")
@@ -150,4 +155,5 @@ def run(args: argparse.Namespace) -> None:
     if result.joint:
         seconds = sum(h["seconds"] for h in result.joint)
         say(f"joint phase: {len(result.joint)} steps, {sum(h['samples'] for h in result.joint) / seconds:.2f} samples/s")
-    say(f"adapter written to {result.output_dir}" if result.files else f"marking written to {training_args.marking_dir or result.output_dir / 'marking'}")
+    marking = training_args.marking_dir or result.output_dir / "marking"
+    say(f"adapter written to {result.output_dir}" if result.files else f"marking written to {marking}")

@@ -76,7 +76,7 @@ def build_samples(
     columns = getattr(rows, "column_names", None)
     if columns is None:
         raise TypeError(f"rows must be a datasets.Dataset (see data.sources.load_rows), got {type(rows).__name__}")
-    column, chat = _pick_column(list(columns), text_column, messages_column)
+    column, chat = pick_column(list(columns), text_column, messages_column)
     values = list(rows[column])  # datasets >= 4 gives a lazy Column: read it once
     if chat:
         _check_chats(values, column)
@@ -131,8 +131,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _pick_column(columns: list[str], text_column: str | None, messages_column: str) -> tuple[str, bool]:
-    """``(column, is_chat)``: ``text_column`` if given, else ``messages_column``, else ``text``."""
+def pick_column(columns: list[str], text_column: str | None, messages_column: str) -> tuple[str, bool]:
+    """``(column, is_chat)``: ``text_column`` if given, else ``messages_column``, else ``text`` (cheap: callers
+    check the data's columns with it before loading a model)."""
     if text_column is not None:
         if text_column not in columns:
             raise ValueError(f"text_column={text_column!r} is not a column of the dataset; its columns: {columns}")

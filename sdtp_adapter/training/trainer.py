@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from ..model import SDTPModel
+from ..persistence import save_adapter
 from . import checkpoints as ckpt
 from .arguments import TrainingArguments
 from .batches import EpochSampler, IndexedRows, collate_left_padded
@@ -28,6 +29,7 @@ from .checks import check_dataset
 from .curves import write_curves
 from .marking import MarkedSample, load_marking, mark_tokens, save_marking
 from .objective import TrainingObjective
+from .warm_start import fit_to_saliency
 
 
 @dataclass
@@ -79,7 +81,7 @@ def train(model: SDTPModel, dataset, args: TrainingArguments, accelerator: Accel
         resume_state = ckpt.read_state(resume_dir)
         ckpt.check_resumable(resume_state, model.sdtp_config.to_dict(), args.to_dict(), accelerator.num_processes, resume_dir)
     else:
-        _refuse_earlier_run(out, args)
+        refuse_earlier_run(out, args)
     if "mark" in args.phases or "joint" in args.phases:
         check_dataset(dataset, model.config.vocab_size, model.schedule)
     if resume_state is None:
@@ -109,10 +111,12 @@ def train(model: SDTPModel, dataset, args: TrainingArguments, accelerator: Accel
             )
         del marked
     if "joint" in args.phases:
-        result.joint = _joint(model, objective, dataset, args, accelerator, out, resume_dir, resume_state, result.warm_start)
+        result.joint = _joint(model, objective, dataset, args, accelerator, out, resume_dir, resume_state, result)
     accelerator.wait_for_everyone()
-    if main and ("warm" in args.phases or "joint" in args.phases):
-        model.save_pretrained(out)
+    trained = "warm" in args.phases or "joint" in args.phases
+    weights = _adapter_weights(accelerator, objective) if trained else None  # every process: FSDP gathers shards
+    if main and trained:
+        save_adapter(out, model.sdtp_config, weights)
         ckpt.write_state(out, _state(model, args, accelerator, len(result.joint), result))
         result.files = [out / "adapter_config.json", out / "adapter_model.safetensors", out / ckpt.STATE_NAME]
         result.files += write_curves(out, result.warm_start, result.joint)
@@ -120,68 +124,7 @@ def train(model: SDTPModel, dataset, args: TrainingArguments, accelerator: Accel
     return result
 
 
-def fit_to_saliency(
-    model: SDTPModel,
-    marked: list[MarkedSample],
-    epochs: int,
-    learning_rate: float = 2e-3,
-    seed: int = 0,
-    batch_size: int = 1,
-    objective: torch.nn.Module | None = None,
-    accelerator: Accelerator | None = None,
-    total: int | None = None,
-) -> list[float]:
-    """Warm start: fit every module to its stage's saliency on token-marked samples (MSE + ranking,
-    weights from the config), without running the base model. Returns the mean loss of each epoch.
-
-    Args:
-        marked: this process's marked samples.
-        batch_size: marked samples per step on this process.
-        objective: the (prepared) ``TrainingObjective``; with several processes its gradients are averaged.
-        accelerator: for the process count and the progress bar; ``None`` = one process.
-        total: marked samples over all processes (sets the steps per epoch so that every process
-            takes the same number; ``None`` = this process's count).
-    """
-    from ..schedule import is_int
-
-    if not is_int(epochs) or epochs < 1:
-        raise ValueError(f"epochs={epochs!r} is invalid: expected an integer >= 1")
-    if not marked:
-        raise ValueError("marked is empty: fit_to_saliency needs at least one token-marked sample")
-    objective = objective or TrainingObjective(model)
-    processes = accelerator.num_processes if accelerator else 1
-    largest_shard = math.ceil(total / processes) if total else len(marked)
-    steps = math.ceil(largest_shard / batch_size)
-    params = [p for p in model.pruners.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    sampler = EpochSampler(len(marked), seed)
-    model.pruners.train()
-    history = []
-    main = accelerator.is_main_process if accelerator else True
-    bar = tqdm(total=epochs * steps, desc="warm start", disable=not main)
-    for epoch in range(epochs):
-        sampler.set_epoch(epoch)
-        order = list(sampler)
-        total_loss = torch.zeros(())
-        for step in range(steps):
-            picked = [marked[order[(step * batch_size + k) % len(order)]] for k in range(batch_size)]
-            loss = objective(marked=picked)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.detach().float().cpu()
-            bar.update(1)
-        mean = total_loss / steps
-        if accelerator is not None:
-            mean = accelerator.reduce(mean.to(accelerator.device), "mean").cpu()
-        history.append(float(mean))
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
-    bar.close()
-    model.pruners.eval()
-    return history
-
-
-def _joint(model, objective, dataset, args, accelerator, out, resume_dir, resume_state, warm_start) -> list[dict]:
+def _joint(model, objective, dataset, args, accelerator, out, resume_dir, resume_state, result: TrainingResult) -> list[dict]:
     """The joint phase: ``args.steps`` optimisation steps of the SDTP loss under simulated pruning."""
     loader = DataLoader(
         IndexedRows(dataset), batch_size=args.per_device_batch_size, sampler=EpochSampler(len(dataset), args.seed),
@@ -232,7 +175,7 @@ def _joint(model, objective, dataset, args, accelerator, out, resume_dir, resume
         bar.update(1)
         bar.set_postfix(lm=f"{lm:.3f}", mse=f"{mse:.3f}", rank=f"{rank:.3f}")
         if args.save_every and step % args.save_every == 0 and step != args.steps:
-            _save_checkpoint(model, args, accelerator, out, step, history, warm_start)
+            _save_checkpoint(model, objective, args, accelerator, out, step, TrainingResult(out, result.warm_start, history, result.marked_rows))
     bar.close()
     model.pruners.eval()
     return history
@@ -259,19 +202,25 @@ def lr_factor(step: int, args: TrainingArguments) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _save_checkpoint(model, args, accelerator, out: Path, step: int, history: list[dict], warm_start: list[float]) -> None:
+def _save_checkpoint(model, objective, args, accelerator, out: Path, step: int, result: TrainingResult) -> None:
     """Every process saves its part (RNG states) into a partial folder; the main one adds the adapter
     and the trainer state, then publishes it under its final name."""
     partial = ckpt.partial_dir(out, step)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(partial))
+    weights = _adapter_weights(accelerator, objective)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        model.save_pretrained(partial)
-        state = _state(model, args, accelerator, step, TrainingResult(out, warm_start, history))
-        ckpt.write_state(partial, state)
+        save_adapter(partial, model.sdtp_config, weights)
+        ckpt.write_state(partial, _state(model, args, accelerator, step, result))
         ckpt.publish_checkpoint(partial, out, step, args.save_total_limit)
     accelerator.wait_for_everyone()
+
+
+def _adapter_weights(accelerator: Accelerator, objective) -> dict[str, torch.Tensor]:
+    """The pruning modules' full state dict (``ModuleDict`` keys), unwrapped from DDP / FSDP."""
+    state = accelerator.get_state_dict(objective)
+    return {key.removeprefix("pruners."): value for key, value in state.items()}
 
 
 def _state(model, args, accelerator, step: int, result: TrainingResult) -> dict:
@@ -286,7 +235,7 @@ def _state(model, args, accelerator, step: int, result: TrainingResult) -> dict:
     }
 
 
-def _refuse_earlier_run(out: Path, args: TrainingArguments) -> None:
+def refuse_earlier_run(out: Path, args: TrainingArguments) -> None:
     """Refuse an output folder holding an earlier run unless ``overwrite_output_dir``. A saved marking
     is not a run: a 'warm' phase reads it from there."""
     earlier = sorted(p.name for p in out.iterdir() if p.name != "marking") if out.is_dir() else []
