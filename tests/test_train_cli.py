@@ -116,3 +116,29 @@ def test_a_dataset_without_the_text_column_lists_its_columns(own, tmp_path, caps
     err = fails(capsys, train_argv(own, tmp_path / "out", dataset=str(own / "prose.jsonl")), "--text-column")
     assert "body" in err
     cli.main(train_argv(own, tmp_path / "out", "--text-column", "body", dataset=str(own / "prose.jsonl")))
+
+
+def test_train_on_an_nf4_base_in_bf16_mixed_precision(own, tmp_path):
+    """--load-in-4bit (bitsandbytes NF4, frozen) and --mixed-precision bf16, in a fresh process (accelerate's
+    precision is fixed per process)."""
+    import os
+    import subprocess
+    import sys
+
+    argv = train_argv(own, tmp_path / "out", "--load-in-4bit", "--mixed-precision", "bf16", "--steps", "2")
+    done = subprocess.run([sys.executable, "-m", "sdtp_adapter.cli", *argv], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = json.loads((tmp_path / "out" / "trainer_state.json").read_text())
+    assert state["args"]["mixed_precision"] == "bf16" and len(state["joint"]) == 2
+    assert all(h["loss"] == h["loss"] for h in state["joint"])  # finite, not NaN
+
+
+def test_load_base_quantises_to_nf4_and_names_the_model(own):
+    from bitsandbytes.nn import Linear4bit
+
+    from sdtp_adapter.loading import load_base
+
+    model, tokenizer = load_base(str(own / "tiny-llama"), load_in_4bit=True)
+    assert any(isinstance(m, Linear4bit) for m in model.modules())
+    assert model.name_or_path == str((own / "tiny-llama").resolve()) == tokenizer.name_or_path
