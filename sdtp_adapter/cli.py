@@ -115,7 +115,9 @@ def main(argv: list[str] | None = None) -> None:
     except (FileNotFoundError, ValueError) as exc:  # raised on bad user input; everything else is a bug
         if getattr(args, "debug", False):
             raise
-        parser.exit(USAGE_ERROR, f"sdtp {args.command}: error: {exc} (--debug shows the traceback)\n")
+        # one line, even for a multi-line message from huggingface_hub
+        message = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        parser.exit(USAGE_ERROR, f"sdtp {args.command}: error: {message} (--debug shows the traceback)\n")
     except KeyboardInterrupt:
         parser.exit(130, "interrupted\n")
 

@@ -166,7 +166,7 @@ def upload_adapter_folder(
     Raises:
         ValueError: ``repo_id`` is not a valid Hub repo id.
     """
-    from huggingface_hub import HfApi
+    from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.utils import validate_repo_id
 
     validate_repo_id(repo_id)  # HFValidationError is a ValueError naming the bad id
@@ -174,8 +174,11 @@ def upload_adapter_folder(
     api.create_repo(repo_id, private=private, exist_ok=True)
     if revision and revision != "main" and not create_pr:
         api.create_branch(repo_id, branch=revision, exist_ok=True)
-    info = api.upload_folder(
-        repo_id=repo_id, folder_path=str(folder), commit_message=commit_message, revision=revision, create_pr=create_pr
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file())
+    operations = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p)) for p in files]
+    # create_commit, not upload_folder: huggingface_hub >= 2 refuses upload_folder(create_pr=True) on a branch
+    info = api.create_commit(
+        repo_id=repo_id, operations=operations, commit_message=commit_message, revision=revision, create_pr=create_pr
     )
     return str(getattr(info, "pr_url", None) or info) if create_pr else str(info)
 

@@ -165,12 +165,14 @@ class Recorder:
         def create_branch(api, repo_id, **kwargs):
             recorder.calls.append(("create_branch", (repo_id,), kwargs))
 
-        def upload_folder(api, **kwargs):
-            recorder.calls.append(("upload_folder", (), kwargs))
-            shutil.copytree(kwargs["folder_path"], recorder.uploaded)
+        def create_commit(api, **kwargs):
+            recorder.calls.append(("create_commit", (), kwargs))
+            recorder.uploaded.mkdir()
+            for op in kwargs["operations"]:
+                shutil.copy(op.path_or_fileobj, recorder.uploaded / op.path_in_repo)
             return f"https://hub.example/{kwargs['repo_id']}/commit/1"
 
-        for name, fn in (("create_repo", create_repo), ("create_branch", create_branch), ("upload_folder", upload_folder)):
+        for name, fn in (("create_repo", create_repo), ("create_branch", create_branch), ("create_commit", create_commit)):
             monkeypatch.setattr(HfApi, name, fn)
 
     def named(self, name: str) -> list[tuple[tuple, dict]]:
@@ -189,7 +191,7 @@ def test_push_to_hub_uploads_config_weights_and_a_model_card(tmp_path, monkeypat
     assert url == "https://hub.example/me/tiny-sdtp/commit/1"
     assert hub.named("create_repo") == [(("me/tiny-sdtp",), {"private": True, "exist_ok": True})]
     assert hub.named("create_branch") == [(("me/tiny-sdtp",), {"branch": "v2", "exist_ok": True})]
-    (_, upload), = hub.named("upload_folder")
+    (_, upload), = hub.named("create_commit")
     assert upload["revision"] == "v2" and upload["commit_message"] == "first" and upload["create_pr"] is False
     assert sorted(os.listdir(hub.uploaded)) == ["README.md", CONFIG_NAME, WEIGHTS_NAME]
     front = hub.front_matter()
@@ -204,7 +206,7 @@ def test_push_to_hub_uploads_config_weights_and_a_model_card(tmp_path, monkeypat
 def test_push_with_create_pr_makes_no_branch(tmp_path, monkeypatch):
     hub = Recorder(monkeypatch, tmp_path)
     get_sdtp_model(tiny_llama(), SDTPConfig(**STAGES)).push_to_hub("me/tiny-sdtp", revision="v2", create_pr=True)
-    assert hub.named("create_branch") == [] and hub.named("upload_folder")[0][1]["create_pr"] is True
+    assert hub.named("create_branch") == [] and hub.named("create_commit")[0][1]["create_pr"] is True
     assert hub.named("create_repo")[0][1]["private"] is None  # an existing repo keeps its visibility
 
 
@@ -224,7 +226,7 @@ def test_sdtp_push_uploads_a_folder_with_its_eval_results_summary(tmp_path, monk
     (folder / "eval_results.json").write_text(json.dumps(rows))
     cli.main(["push", str(folder), "me/tiny-sdtp", "--private", "--create-pr", "--message", "m"])
     assert capsys.readouterr().out.strip() == "https://hub.example/me/tiny-sdtp/commit/1"
-    (_, upload), = hub.named("upload_folder")
+    (_, upload), = hub.named("create_commit")
     assert upload["create_pr"] is True and upload["commit_message"] == "m" and hub.named("create_repo")[0][1]["private"] is True
     assert sorted(os.listdir(hub.uploaded)) == ["README.md", CONFIG_NAME, WEIGHTS_NAME, "eval_results.json"]
     body = (hub.uploaded / "README.md").read_text()

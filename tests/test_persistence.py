@@ -110,9 +110,10 @@ def test_push_to_hub_uploads_the_saved_adapter_folder(monkeypatch):
         def create_repo(self, repo_id, private=None, exist_ok=False):
             calls["repo"] = (repo_id, private, exist_ok)
 
-        def upload_folder(self, repo_id, folder_path, commit_message, revision=None, create_pr=False):
-            calls["files"] = sorted(os.listdir(folder_path))
-            calls["config"] = SDTPConfig.from_pretrained(folder_path)
+        def create_commit(self, repo_id, operations, commit_message, revision=None, create_pr=False):
+            calls["files"] = sorted(op.path_in_repo for op in operations)
+            folder = os.path.dirname(operations[0].path_or_fileobj)
+            calls["config"] = SDTPConfig.from_pretrained(folder)
             return f"https://hub.example/{repo_id}/commit/1"
 
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
