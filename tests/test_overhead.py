@@ -54,8 +54,9 @@ def test_extra_ops_of_a_pruned_prefill_are_bounded():
     assert extra <= 0.20 * base_total, (extra, base_total)  # target met: at most 20% (was 36%)
     base, pruned = base_and_pruned(model, **padded_batch())
     base_total, extra = sum(base.ops.values()), sum(pruned.ops.values()) - sum(base.ops.values())
-    # padded rows need per-row budgets, filler slots and 4-D mask gathers: 31% (was 41%); target 20% not met
-    assert extra <= 0.32 * base_total, (extra, base_total)
+    # padded rows need per-row budgets, filler slots and 4-D mask gathers: 211 / 735 = 28.7% (was 41%, then
+    # 31%); target 20% not met
+    assert extra <= 0.29 * base_total, (extra, base_total)
 
 
 def test_layers_between_stages_add_no_ops():

@@ -20,11 +20,14 @@ def gather_tokens(obj: Any, index: torch.Tensor) -> Any:
         return None
     if isinstance(obj, torch.Tensor):
         batch, k = index.shape
-        if batch == 1 and obj.shape[0] == 1:  # one row: a plain index_select, no index broadcasting
-            return obj.index_select(1, index[0])
-        t = obj.expand(batch, *obj.shape[1:]) if obj.shape[0] == 1 and batch > 1 else obj
-        idx = index.view(batch, k, *([1] * (t.dim() - 2))).expand(batch, k, *t.shape[2:])
-        return t.gather(1, idx)
+        if obj.shape[0] == 1:
+            if batch == 1:  # one row: a plain index_select, no index broadcasting
+                return obj.index_select(1, index[0])
+            return obj[0][index]  # shared rows (RoPE cos/sin): one indexing op gives [B, k, ...]
+        if obj.dim() == 2:  # position ids
+            return obj.gather(1, index)
+        idx = index.view(batch, k, *([1] * (obj.dim() - 2))).expand(batch, k, *obj.shape[2:])
+        return obj.gather(1, idx)
     if isinstance(obj, (tuple, list)):
         return type(obj)(gather_tokens(o, index) for o in obj)
     if isinstance(obj, dict):
