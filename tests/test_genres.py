@@ -19,7 +19,7 @@ import zlib
 
 import pytest
 
-from sdtp_adapter.data import genres, rdata
+from sdtp_adapter.data import debian, genres, rdata
 
 # ---- a tiny writer of R's XDR serialization (what R's serialize() writes) --------------------------
 
@@ -174,23 +174,23 @@ def test_deb_files_are_read(tmp_path, use_dpkg):
     if use_dpkg and shutil.which("dpkg-deb") is None:
         pytest.skip("no dpkg-deb here")
     deb = make_deb(tmp_path / "x_1.0-1_all.deb", {"./usr/share/x/a.txt": b"hello", "./usr/share/x/b.txt": b"other"})
-    assert genres.deb_files(deb, ["usr/share/x/a.txt"], use_dpkg=use_dpkg) == {"usr/share/x/a.txt": b"hello"}
+    assert debian.deb_files(deb, ["usr/share/x/a.txt"], use_dpkg=use_dpkg) == {"usr/share/x/a.txt": b"hello"}
     with pytest.raises(RuntimeError, match="holds no file"):
-        genres.deb_files(deb, ["usr/missing"], use_dpkg=use_dpkg)
-    assert genres.deb_version(deb) == "1.0-1"
+        debian.deb_files(deb, ["usr/missing"], use_dpkg=use_dpkg)
+    assert debian.deb_version(deb) == "1.0-1"
 
 
 def test_not_a_deb_is_refused(tmp_path):
     (tmp_path / "bad.deb").write_bytes(b"PK\x03\x04 a zip")
     with pytest.raises(ValueError, match="not a .deb"):
-        genres.deb_files(tmp_path / "bad.deb", ["x"], use_dpkg=False)
+        debian.deb_files(tmp_path / "bad.deb", ["x"], use_dpkg=False)
 
 
 def test_no_apt_get_names_the_package_and_command(tmp_path, monkeypatch):
-    monkeypatch.setattr(genres.shutil, "which", lambda name: None)
+    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
     with pytest.raises(genres.GenreUnavailable, match="r-cran-janeaustenr.*`apt-get download r-cran-janeaustenr`"):
-        genres.apt_download("r-cran-janeaustenr", tmp_path)
-    assert genres.debian_available(("r-cran-janeaustenr",)) is False
+        debian.apt_download("r-cran-janeaustenr", tmp_path)
+    assert debian.debian_available(("r-cran-janeaustenr",)) is False
 
 
 def test_apt_failure_is_reported_with_apt_s_message(tmp_path, monkeypatch):
@@ -201,7 +201,7 @@ def test_apt_failure_is_reported_with_apt_s_message(tmp_path, monkeypatch):
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_dir))
     with pytest.raises(genres.GenreUnavailable, match=r"exit 100.*Unable to locate package nosuch.*apt-get update"):
-        genres.apt_download("nosuch", tmp_path / "dl")
+        debian.apt_download("nosuch", tmp_path / "dl")
 
 
 # ---- document assembly -----------------------------------------------------------------------------

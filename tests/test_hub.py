@@ -27,9 +27,13 @@ STAGES = dict(prune_layers=[2, 4, 6], keep_ratio=0.7)
 MAIN_HASH, BRANCH_HASH = "a" * 40, "b" * 40
 
 
-def saved_adapter(folder: Path, seed: int) -> dict[str, torch.Tensor]:
-    """Save an adapter with random (seeded) weights into ``folder``; returns its state dict."""
-    model = get_sdtp_model(tiny_llama(), SDTPConfig(**STAGES))
+def saved_adapter(folder: Path, seed: int, base_name: str | None = None) -> dict[str, torch.Tensor]:
+    """Save an adapter with random (seeded) weights into ``folder`` (for a base named ``base_name``, if
+    given); returns its state dict."""
+    base = tiny_llama()
+    if base_name is not None:
+        base.config._name_or_path = base_name
+    model = get_sdtp_model(base, SDTPConfig(**STAGES))
     torch.manual_seed(seed)
     for param in model.pruners.parameters():
         torch.nn.init.normal_(param)

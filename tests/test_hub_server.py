@@ -25,13 +25,13 @@ from huggingface_hub import ModelCard
 
 from conftest import tiny_llama
 from hub_server import HubServer
-from sdtp_adapter import SDTPConfig, SDTPModel, cli, get_sdtp_model
+from test_hub import saved_adapter
+from sdtp_adapter import SDTPConfig, SDTPModel, cli
 from sdtp_adapter.config import CONFIG_NAME
 from sdtp_adapter.persistence import WEIGHTS_NAME, load_adapter
 
 REPO = "org/name"
 BASE = "org/base-model"
-STAGES = dict(prune_layers=[2, 4, 6], keep_ratio=0.7)
 
 
 @pytest.fixture
@@ -64,16 +64,7 @@ def hub(tmp_path, monkeypatch):
 
 def adapter_folder(folder: Path, seed: int) -> dict[str, torch.Tensor]:
     """Save an adapter for ``BASE`` with random (seeded) weights into ``folder``; returns its state dict."""
-    base = tiny_llama()
-    base.config._name_or_path = BASE
-    model = get_sdtp_model(base, SDTPConfig(**STAGES))
-    torch.manual_seed(seed)
-    for param in model.pruners.parameters():
-        torch.nn.init.normal_(param)
-    model.save_pretrained(folder)
-    state = {k: v.clone() for k, v in model.pruners.state_dict().items()}
-    model.unload()
-    return state
+    return saved_adapter(folder, seed, base_name=BASE)
 
 
 def loaded_state(**kwargs) -> tuple[SDTPConfig, dict[str, torch.Tensor]]:

@@ -4,38 +4,27 @@ references on a tiny byte-level tokenizer with a ChatML template (no download)."
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import datasets
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
 from sdtp_adapter.data.sources import load_rows
 from sdtp_adapter.training.samples import build_samples, describe
 from sdtp_adapter.training.checks import check_dataset
 
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes" / "byo_model"))
+import make_example  # noqa: E402 - the recipe's tokenizer, not a package module
+from make_example import CHATML  # noqa: E402
+
 END_OF_TURN = "<|im_end|>\n"  # what ChatML puts after an assistant's content, inside the assistant's part
 
 
 def byte_tokenizer(adds_bos: bool = True, chat_template: str | None = CHATML) -> PreTrainedTokenizerFast:
-    """One token per UTF-8 byte (ids 0-255, so decoding is exact), then <s>, </s>, <|im_start|>, <|im_end|>."""
-    vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
-    for special in ("<s>", "</s>", "<|im_start|>", "<|im_end|>"):
-        vocab[special] = len(vocab)
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    if adds_bos:
-        backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", additional_special_tokens=["<|im_start|>", "<|im_end|>"]
-    )
-    tokenizer.chat_template = chat_template
-    return tokenizer
+    """The worked example's byte-level ChatML tokenizer (``recipes/byo_model/make_example.py``), with BOS by default."""
+    return make_example.byte_tokenizer(adds_bos, chat_template)
 
 
 @pytest.fixture(scope="module")

@@ -24,9 +24,10 @@ CHATML = (
 WORDS = ("amber", "birch", "cobalt", "delta", "ember", "falcon", "garnet", "harbor", "indigo", "juniper")
 
 
-def byte_tokenizer():
-    """One token per UTF-8 byte (ids 0-255), then <s>, </s>, <|im_start|>, <|im_end|>; ChatML template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+def byte_tokenizer(adds_bos: bool = False, chat_template: str | None = CHATML):
+    """One token per UTF-8 byte (ids 0-255, so decoding is exact), then <s>, </s>, <|im_start|>, <|im_end|>;
+    ``adds_bos``: the tokenizer puts <s> in front of every text, as Llama's does (Qwen's does not)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
@@ -35,11 +36,13 @@ def byte_tokenizer():
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     backend.decoder = decoders.ByteLevel()
+    if adds_bos:
+        backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", vocab["<s>"])])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="</s>",
         additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
-    tokenizer.chat_template = CHATML
+    tokenizer.chat_template = chat_template
     return tokenizer
 
 

@@ -26,8 +26,11 @@ FILLER_WORDS = 16  # words per line of the user's text used as task filler (Shak
 
 
 # ---------------------------------------------------------------------------------------------- model
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--model``, ``--revision`` and ``--adapter``."""
+ADAPTER_HELP = "adapter folder, shipped adapter name or Hub id"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, adapter_help: str = ADAPTER_HELP) -> None:
+    """``--model``, ``--revision`` and ``--adapter`` (``adapter_help``: what the section uses it for)."""
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, metavar="NAME_OR_PATH",
         help=f"base model: a packaged name ({', '.join(sorted(MODELS))}), a local transformers folder or a Hub id",
@@ -35,8 +38,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     add_revision_argument(parser)
     parser.add_argument(
         "--adapter", default=None, metavar="NAME_OR_PATH",
-        help="adapter folder, shipped adapter name or Hub id (default: the shipped adapter of a packaged --model; "
-        "required for any other --model)",
+        help=f"{adapter_help} (default: the shipped adapter of a packaged --model; required for any other --model)",
     )
 
 

@@ -26,8 +26,7 @@ from torch import nn
 
 from ..architectures import decoder_layers
 from ..schedule import StageSchedule
-from ..zoo import DEFAULT_MODEL, MODELS
-from .common import adapter_source, add_revision_argument, model_label
+from .common import adapter_source, add_model_arguments, model_label
 from .meta import results_dir, run_meta, write_results
 from .plotting import pyplot, save_figure
 from .saliency_metrics import (
@@ -168,15 +167,9 @@ def plot_tokens(saliency: torch.Tensor, results: dict, directory: Path) -> None:
 # --------------------------------------------------------------------------- section interface
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``sdtp bench observations``."""
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, metavar="NAME_OR_PATH",
-        help=f"base model: a packaged name ({', '.join(sorted(MODELS))}), a local transformers folder or a Hub id",
-    )
-    add_revision_argument(parser)
-    parser.add_argument(
-        "--adapter", default=None, metavar="NAME_OR_PATH",
-        help="adapter (folder, shipped adapter name or Hub id) whose config gives the stage layers, protected tokens "
-        "and text target tail (default: the shipped adapter of a packaged --model; required for any other --model)",
+    add_model_arguments(
+        parser, "adapter (folder, shipped adapter name or Hub id) whose config gives the stage layers, protected "
+        "tokens and text target tail",
     )
     parser.add_argument("--samples", type=int, default=8, help="held-out text windows")
     parser.add_argument("--length", type=int, default=1024, help="tokens per window")

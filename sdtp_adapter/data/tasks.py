@@ -21,6 +21,12 @@ ITEMS = ("silver key", "blue lantern", "old map", "wooden box", "red cloak", "go
 PLACES = ("the north tower", "the cellar", "the chapel", "the stable", "the orchard", "the library", "the kitchen", "the garden")
 
 
+def tail_target(length: int, tail_ratio: float) -> list[bool]:
+    """Target mask of a text sample: its last ``max(1, round(tail_ratio * length))`` positions."""
+    cut = length - max(1, int(round(tail_ratio * length)))
+    return [i >= cut for i in range(length)]
+
+
 def text_window(tokenizer, text: str, length: int, tail_ratio: float, rng: random.Random) -> dict:
     """A random ``length``-token window of ``text``; the last ``tail_ratio`` of it is the target."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -28,8 +34,7 @@ def text_window(tokenizer, text: str, length: int, tail_ratio: float, rng: rando
         raise ValueError(f"text has {len(ids)} tokens, fewer than length={length}")
     start = rng.randrange(0, len(ids) - length + 1)
     window = ids[start : start + length]
-    cut = length - max(1, int(round(tail_ratio * length)))
-    return {"input_ids": window, "target_mask": [i >= cut for i in range(length)], "kind": "text", "answer": ""}
+    return {"input_ids": window, "target_mask": tail_target(length, tail_ratio), "kind": "text", "answer": ""}
 
 
 def filler(tokenizer, texts: list[str], tokens: int, rng: random.Random) -> list[str]:
@@ -86,7 +91,7 @@ def prompt_ids(tokenizer, document: str, question: str) -> list[int]:
     """
     instruction = _instruction(document, question)
     if getattr(tokenizer, "chat_template", None):
-        return _ids(tokenizer.apply_chat_template([{"role": "user", "content": instruction}], add_generation_prompt=True))
+        return template_ids(tokenizer.apply_chat_template([{"role": "user", "content": instruction}], add_generation_prompt=True))
     bos = [tokenizer.bos_token_id] if getattr(tokenizer, "bos_token_id", None) is not None else []
     return bos + tokenizer(f"{instruction}\nAnswer:", add_special_tokens=False)["input_ids"]
 
@@ -105,7 +110,7 @@ def chat_sample(tokenizer, document: str, question: str, answer: str, kind: str)
     prompt = prompt_ids(tokenizer, document, question)
     if getattr(tokenizer, "chat_template", None):
         user = {"role": "user", "content": _instruction(document, question)}
-        full = _ids(tokenizer.apply_chat_template([user, {"role": "assistant", "content": answer}]))
+        full = template_ids(tokenizer.apply_chat_template([user, {"role": "assistant", "content": answer}]))
     else:
         eos = [tokenizer.eos_token_id] if getattr(tokenizer, "eos_token_id", None) is not None else []
         full = prompt + tokenizer(f" {answer}", add_special_tokens=False)["input_ids"] + eos
@@ -274,7 +279,7 @@ def is_correct(text: str, key: str, distractors: Iterable[str] = ()) -> bool:
     return mentions(text, key) and not any(mentions(text, d) for d in distractors)
 
 
-def _ids(encoded) -> list[int]:
+def template_ids(encoded) -> list[int]:
     """``apply_chat_template`` returns a list or a ``BatchEncoding`` depending on the tokenizer."""
     if isinstance(encoded, list):
         return encoded

@@ -55,9 +55,11 @@ def collate_left_padded(items: list[tuple[int, dict]], pad_id: int = 0) -> dict[
 
     Returns:
         ``input_ids`` ``[B, N]`` long (``pad_id`` on padding), ``attention_mask`` ``[B, N]`` long,
-        ``target_mask`` ``[B, N]`` bool (False on padding), ``index`` ``[B]`` long; ``N`` = the longest row.
+        ``target_mask`` ``[B, N]`` bool (False on padding), ``index`` ``[B]`` long; ``N`` = the longest row;
+        ``padded``: whether any row is shorter (known here on the host, so the loss never syncs to ask).
     """
-    width = max(len(row["input_ids"]) for _, row in items)
+    lengths = [len(row["input_ids"]) for _, row in items]
+    width = max(lengths)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(items), width), dtype=torch.long)
     target = torch.zeros((len(items), width), dtype=torch.bool)
@@ -66,4 +68,5 @@ def collate_left_padded(items: list[tuple[int, dict]], pad_id: int = 0) -> dict[
         ids[b, width - n :] = torch.as_tensor(row["input_ids"], dtype=torch.long)
         mask[b, width - n :] = 1
         target[b, width - n :] = torch.as_tensor(row["target_mask"], dtype=torch.bool)
-    return {"input_ids": ids, "attention_mask": mask, "target_mask": target, "index": torch.tensor([i for i, _ in items])}
+    return {"input_ids": ids, "attention_mask": mask, "target_mask": target, "index": torch.tensor([i for i, _ in items]),
+            "padded": min(lengths) < width}

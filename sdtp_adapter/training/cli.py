@@ -26,10 +26,11 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _add_field(group, f, default_none: bool) -> None:
-    """One option for dataclass field ``f`` (annotations are strings: ``from __future__ import annotations``)."""
+def _add_field(group, f) -> None:
+    """One option for dataclass field ``f`` (annotations are strings: ``from __future__ import annotations``).
+    Left out, the option is absent from the namespace, so the dataclass's own default applies."""
     kind = str(f.type).replace(" ", "")
-    options: dict = {"dest": f.name, "help": f.metadata.get("help", ""), "default": None if default_none else argparse.SUPPRESS}
+    options: dict = {"dest": f.name, "help": f.metadata.get("help", ""), "default": argparse.SUPPRESS}
     default = f.default if f.default is not MISSING else None
     if kind.startswith("bool"):
         options["action"] = argparse.BooleanOptionalAction
@@ -78,12 +79,12 @@ def add_parser(sub) -> None:
     c.add_argument("--config", default=None, metavar="FILE_OR_DIR", help="adapter_config.json, or a folder holding one (default: none)")
     for f in fields(SDTPConfig):
         if f.name not in CONFIG_SKIP:
-            _add_field(c, f, default_none=False)
+            _add_field(c, f)
     t = p.add_argument_group("training (TrainingArguments)")
     t.add_argument("--output-dir", required=True, metavar="DIR", help=TrainingArguments.__dataclass_fields__["output_dir"].metadata["help"])
     for f in fields(TrainingArguments):
         if f.name not in ARGS_SKIP:
-            _add_field(t, f, default_none=False)
+            _add_field(t, f)
 
 
 def config_from_args(args: argparse.Namespace, model_name: str) -> SDTPConfig:
@@ -106,8 +107,8 @@ def config_from_args(args: argparse.Namespace, model_name: str) -> SDTPConfig:
 
 
 def training_args_from(args: argparse.Namespace) -> TrainingArguments:
-    values = {f.name: getattr(args, f.name) for f in fields(TrainingArguments) if hasattr(args, f.name)}
-    return TrainingArguments(output_dir=args.output_dir, **{k: v for k, v in values.items() if k != "output_dir"})
+    """``TrainingArguments`` from the flags given (``--output-dir`` is required; the others may be absent)."""
+    return TrainingArguments(**{f.name: getattr(args, f.name) for f in fields(TrainingArguments) if hasattr(args, f.name)})
 
 
 def run(args: argparse.Namespace) -> None:

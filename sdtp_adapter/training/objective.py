@@ -122,7 +122,7 @@ class TrainingObjective(nn.Module):
         ids = batch["input_ids"].to(device)
         target = batch["target_mask"].to(device)
         mask = batch["attention_mask"].to(device)
-        seeds = [noise_seed(seed, epoch, int(i)) for i in batch["index"]]
-        padded = bool((mask == 0).any())  # unpadded batches take the model's plain causal path
-        terms = sdtp_loss(self.sdtp_model, ids, target, attention_mask=mask if padded else None, noise_seeds=seeds)
+        seeds = [noise_seed(seed, epoch, i) for i in batch["index"].tolist()]
+        # unpadded batches take the model's plain causal path
+        terms = sdtp_loss(self.sdtp_model, ids, target, attention_mask=mask if batch["padded"] else None, noise_seeds=seeds)
         return {"loss": terms.total, "lm": terms.lm, "mse": terms.mse, "rank": terms.rank}

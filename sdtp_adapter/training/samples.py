@@ -22,7 +22,7 @@ import bisect
 import statistics
 from typing import Any, Sequence
 
-from ..data.tasks import _ids
+from ..data.tasks import tail_target, template_ids
 
 ROLES = ("system", "user", "assistant", "tool")
 # tokenise this many documents per call: fast tokenizers parallelise a batch, and a bounded batch
@@ -189,7 +189,7 @@ def _text_samples(tokenizer, texts: Sequence[str], max_length: int, packing: boo
         pieces = _pack(documents, max_length, getattr(tokenizer, "eos_token_id", None))
     else:
         pieces = [(ids[:max_length], row) for row, ids in documents]
-    return [(ids, _tail_mask(len(ids), tail_ratio), row) for ids, row in pieces]
+    return [(ids, tail_target(len(ids), tail_ratio), row) for ids, row in pieces]
 
 
 def _documents(tokenizer, texts: Sequence[str]) -> list[tuple[int, list[int]]]:
@@ -234,12 +234,6 @@ def _pack(documents: list[tuple[int, list[int]]], max_length: int, eos: int | No
         (stream[at : at + max_length], rows[bisect.bisect_right(starts, at) - 1])
         for at in range(0, len(stream), max_length)
     ]
-
-
-def _tail_mask(length: int, tail_ratio: float) -> list[bool]:
-    """The last ``max(1, round(tail_ratio * length))`` positions are the target (as ``text_window``)."""
-    cut = length - max(1, int(round(tail_ratio * length)))
-    return [i >= cut for i in range(length)]
 
 
 # ---------------------------------------------------------------- chats
@@ -288,4 +282,4 @@ def _render(tokenizer, messages: list[dict], row: int, add_generation_prompt: bo
         encoded = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=add_generation_prompt)
     except Exception as err:  # noqa: BLE001 - templates raise jinja2 errors or their own raise_exception
         raise ValueError(f"row {row}: the chat template cannot render {len(messages)} message(s): {type(err).__name__}: {err}") from err
-    return list(_ids(encoded))
+    return list(template_ids(encoded))
