@@ -37,25 +37,30 @@ from sdtp_adapter.data.mixture import genre_mixture, mixture_counts
 from sdtp_adapter.data.tasks import mixed_samples
 from sdtp_adapter.persistence import save_adapter
 from sdtp_adapter.training.arguments import TrainingArguments
+from sdtp_adapter.training.cli import ARGS_SKIP, CONFIG_SKIP, add_dataclass_flags, given_fields
 from sdtp_adapter.training.trainer import train
 from sdtp_adapter.zoo import DEFAULT_MODEL, MODELS, load_model
 
 SHIPPED = Path(__file__).resolve().parents[1] / "sdtp_adapter" / "adapters"
 
 
-def main() -> None:
+# the shipped recipe's settings where they differ from TrainingArguments' defaults; any flag overrides them
+RECIPE_DEFAULTS = dict(steps=60, learning_rate=5e-4, warmup_steps=5, save_every=0, warm_start_epochs=6,
+                       warm_start_learning_rate=2e-3, overwrite_output_dir=True)
+
+
+def settings(argv: list[str] | None = None) -> tuple[argparse.Namespace, TrainingArguments, SDTPConfig]:
+    """The command line as the recipe's own options, ``TrainingArguments`` (recipe defaults, flags
+    over them) and the ``SDTPConfig`` to train with; bad values fail here, before the model loads."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS))
     parser.add_argument("--output-dir", default=None, help="default: the shipped adapter folder of --model")
     parser.add_argument("--samples", type=int, default=160, help="training samples (all marked; the joint steps draw from them)")
-    parser.add_argument("--warm-epochs", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=60, help="joint optimisation steps (one sample each)")
     parser.add_argument("--length", type=int, default=640, help="tokens per training sample")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--local-window-ratio", type=float, default=None,
-        help="protected recent share written into the saved adapter for inference (training simulates the "
-        "default 0.1); default: the value chosen for --model in docs/training.md (SmolLM2: 0.3)",
+        help="protected recent share, trained with and written into the adapter; default: training simulates "
+        "0.1 (the paper's) and the adapter is saved with the value chosen for --model in docs/training.md (SmolLM2: 0.3)",
     )
     parser.add_argument("--genres", nargs="+", default=["plays"], choices=sorted(GENRES), metavar="GENRE",
                         help="genres whose train documents to mix (held-out ones never used); default: plays alone, "
@@ -63,25 +68,39 @@ def main() -> None:
     parser.add_argument("--genre-weights", nargs="+", type=float, default=None, metavar="W",
                         help="one positive weight per --genres entry, same order (default: equal)")
     parser.add_argument("--task-share", type=float, default=0.5, help="share of retrieval chats among the samples")
-    args = parser.parse_args()
+    add_dataclass_flags(parser.add_argument_group("adapter (SDTPConfig)"), SDTPConfig, CONFIG_SKIP | {"local_window_ratio"})
+    add_dataclass_flags(parser.add_argument_group("training (TrainingArguments)"), TrainingArguments, ARGS_SKIP, RECIPE_DEFAULTS)
+    args = parser.parse_args(argv)
     check_mixture_args(parser, args)
-
     output_dir = args.output_dir or str(SHIPPED / args.model)
+    given = given_fields(args, TrainingArguments)
+    given.pop("output_dir")  # the recipe's own option (default: the shipped folder)
+    training_args = TrainingArguments(**{**RECIPE_DEFAULTS, **given, "output_dir": output_dir})
+    adapter = given_fields(args, SDTPConfig)  # the recipe's --local-window-ratio is among them (None: the default)
+    if adapter["local_window_ratio"] is None:
+        del adapter["local_window_ratio"]
+    config = SDTPConfig(base_model_name_or_path=MODELS[args.model].hub_id, **adapter)
+    return args, training_args, config
+
+
+def main() -> None:
+    args, training_args, config = settings()
+    output_dir = training_args.output_dir
     model, tokenizer = load_model(args.model)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
-        sdtp = get_sdtp_model(model, SDTPConfig(base_model_name_or_path=MODELS[args.model].hub_id))
+        torch.manual_seed(training_args.seed)
+        sdtp = get_sdtp_model(model, config)
     sdtp.print_trainable_parameters()
-    rows = training_rows(args, tokenizer, sdtp.sdtp_config.saliency_tail_ratio)
+    rows = training_rows(args, tokenizer, sdtp.sdtp_config.saliency_tail_ratio, training_args.seed)
     data = Dataset.from_list([{"input_ids": r["input_ids"], "target_mask": r["target_mask"]} for r in rows])
-    result = train(sdtp, data, TrainingArguments(
-        output_dir=output_dir, steps=args.steps, learning_rate=5e-4, warmup_steps=5, save_every=0, seed=args.seed,
-        warm_start_epochs=args.warm_epochs, warm_start_learning_rate=2e-3, overwrite_output_dir=True,
-    ))
+    result = train(sdtp, data, training_args)
+    if not result.files:  # a marking-only run
+        print(f"marking written to {training_args.marking_dir or Path(output_dir) / 'marking'}")
+        return
     print("warm start losses per epoch:", [round(x, 4) for x in result.warm_start])
-    window = args.local_window_ratio if args.local_window_ratio is not None else MODELS[args.model].inference_local_window
-    if window is not None:
-        config = SDTPConfig.from_dict({**sdtp.sdtp_config.to_dict(), "local_window_ratio": window})
+    inference_window = MODELS[args.model].inference_local_window if args.local_window_ratio is None else None
+    if inference_window is not None:
+        config = SDTPConfig.from_dict({**sdtp.sdtp_config.to_dict(), "local_window_ratio": inference_window})
         save_adapter(output_dir, config, sdtp.pruners.state_dict())
     print(f"adapter written to {output_dir}")
 
@@ -98,14 +117,14 @@ def check_mixture_args(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error(f"--task-share {args.task_share} is invalid; allowed: 0 <= value <= 1")
 
 
-def training_rows(args: argparse.Namespace, tokenizer, tail_ratio: float) -> list[dict]:
+def training_rows(args: argparse.Namespace, tokenizer, tail_ratio: float, seed: int) -> list[dict]:
     """The shipped recipe's rows (Shakespeare windows and chats) or, when ``--genres`` / ``--task-share``
     ask for more, a ``genre_mixture`` of the named genres' train splits (per-genre counts printed)."""
     if args.genres == ["plays"] and args.task_share == 0.5:
         texts = list(shakespeare_texts("train").values())
-        return mixed_samples(tokenizer, texts, args.samples, args.length, tail_ratio, args.seed)
+        return mixed_samples(tokenizer, texts, args.samples, args.length, tail_ratio, seed)
     weights = dict(zip(args.genres, args.genre_weights or [1.0] * len(args.genres)))
-    rows = genre_mixture(tokenizer, weights, args.samples, args.length, tail_ratio, args.task_share, args.seed)
+    rows = genre_mixture(tokenizer, weights, args.samples, args.length, tail_ratio, args.task_share, seed)
     for genre, counts in mixture_counts(rows).items():
         print(f"genre {genre}: {counts['text']} text windows, {counts['chat']} chats")
     return rows

@@ -65,6 +65,13 @@ class SDTPConfig:
     pruner_hidden_size: int = field(default=128, metadata={"help": "Hidden width of each two-layer pruning MLP."})
     gumbel_temperature: float = field(default=1.0, metadata={"help": "Gumbel-Softmax temperature used in training (> 0)."})
     lm_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the language-modelling loss under simulated pruning."})
+    distill_loss_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight of a distillation term beyond the paper: KL from the unpruned model's next-token "
+            "distributions to the pruned model's, on the target tokens (0 = the paper's objective)."
+        },
+    )
     mse_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the MSE between keep probability and saliency."})
     rank_loss_weight: float = field(default=1.0, metadata={"help": "Weight of the pairwise ranking loss against saliency."})
     saliency_tail_ratio: float = field(
@@ -113,7 +120,7 @@ class SDTPConfig:
             bad("local_window_ratio", "expected a number in [0, 1)")
         if not is_number(self.gumbel_temperature) or not self.gumbel_temperature > 0:
             bad("gumbel_temperature", "expected a finite number > 0")
-        for name in ("lm_loss_weight", "mse_loss_weight", "rank_loss_weight"):
+        for name in ("lm_loss_weight", "distill_loss_weight", "mse_loss_weight", "rank_loss_weight"):
             value = getattr(self, name)
             if not is_number(value) or value < 0:
                 bad(name, "expected a finite number >= 0")

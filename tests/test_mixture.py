@@ -3,6 +3,7 @@ download) and a character tokenizer; plus ``recipes/train.py --help`` lists the 
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -184,3 +185,28 @@ def test_recipe_refuses_bad_mixture_options_before_loading():
                            "--genre-weights", "1", "--task-share", "0.5"], capture_output=True, text=True, cwd=ROOT,
                           timeout=300)
     assert done.returncode == 2 and "--genre-weights has 1 values for 2 --genres" in done.stderr
+
+
+def _recipe_settings(argv: list[str]):
+    spec = importlib.util.spec_from_file_location("recipe_train", ROOT / "recipes" / "train.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    return recipe.settings(argv)
+
+
+def test_recipe_defaults_reproduce_the_shipped_run_and_flags_override_them(tmp_path):
+    """No flag: the shipped recipe's schedule (60 single-sample steps, the training window 0.1, the paper's loss).
+    The generated SDTPConfig / TrainingArguments flags reach the run (ablations, batches, checkpoints)."""
+    _, training, config = _recipe_settings(["--output-dir", str(tmp_path)])
+    assert (training.steps, training.per_device_batch_size, training.save_every, training.overwrite_output_dir) == (60, 1, 0, True)
+    assert (config.local_window_ratio, config.distill_loss_weight, config.lm_loss_weight) == (0.1, 0.0, 1.0)
+    _, training, config = _recipe_settings([
+        "--output-dir", str(tmp_path), "--steps", "400", "--per-device-batch-size", "2", "--gradient-accumulation-steps", "2",
+        "--save-every", "25", "--no-overwrite-output-dir", "--lm-loss-weight", "0", "--distill-loss-weight", "1",
+        "--local-window-ratio", "0.3",
+    ])
+    assert (training.steps, training.per_device_batch_size, training.gradient_accumulation_steps, training.save_every) == (400, 2, 2, 25)
+    assert training.overwrite_output_dir is False
+    assert (config.local_window_ratio, config.distill_loss_weight, config.lm_loss_weight) == (0.3, 1.0, 0.0)
+    with pytest.raises(ValueError, match="distill_loss_weight"):
+        _recipe_settings(["--output-dir", str(tmp_path), "--distill-loss-weight", "-1"])

@@ -9,7 +9,7 @@ import torch
 
 from conftest import random_ids, tiny_llama
 from sdtp_adapter import SDTPConfig, get_sdtp_model
-from sdtp_adapter.training.losses import lm_loss, mse_loss, ranking_loss
+from sdtp_adapter.training.losses import distill_loss, lm_loss, mse_loss, ranking_loss
 from sdtp_adapter.training.objective import sdtp_loss
 from sdtp_adapter.training.saliency import normalize_saliency, target_log_likelihood, token_saliency
 from sdtp_adapter.training.simulation import MaskSimulation
@@ -71,6 +71,37 @@ def test_mse_and_lm_loss_match_definitions():
     torch.testing.assert_close(lm_loss(logits, ids, mask), ref)
 
 
+def test_distill_loss_matches_the_kl_definition():
+    """Mean over target positions of sum_v p_teacher(v) * (log p_teacher(v) - log p_student(v))."""
+    student, teacher = torch.randn(2, 6, 11), torch.randn(2, 6, 11)
+    mask = torch.tensor([[False, False, False, True, True, True], [False, True, False, False, False, True]])
+    terms = []
+    for b in range(2):
+        for i in range(1, 6):
+            if mask[b, i]:
+                p, q = torch.softmax(teacher[b, i - 1], -1), torch.softmax(student[b, i - 1], -1)
+                terms.append(sum(p[v] * (torch.log(p[v]) - torch.log(q[v])) for v in range(11)))
+    torch.testing.assert_close(distill_loss(student, teacher, mask), torch.stack(terms).mean())
+    assert float(distill_loss(teacher, teacher, mask)) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="no target token"):
+        distill_loss(student, teacher, torch.zeros(2, 6, dtype=torch.bool))
+
+
+def test_distill_teacher_is_the_unpruned_model():
+    """The teacher logits come from the saliency pass: they equal an unpruned forward's, and with nothing to
+    prune (keep_ratio 1) the student equals the teacher, so the distillation term is zero."""
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**{**CONFIG, "keep_ratio": 1.0}, distill_loss_weight=1.0))
+    ids = random_ids(40)
+    target = torch.zeros_like(ids, dtype=torch.bool)
+    target[:, 30:] = True
+    out = {}
+    token_saliency(model.base_model, ids, target, [2], logits_out=out)
+    with model.disable_pruning(), torch.no_grad():
+        full = model(ids, use_cache=False).logits[:, -11:]  # from position 29, which predicts the first target
+    torch.testing.assert_close(out["logits"], full)
+    assert sdtp_loss(model, ids, target, gumbel=False).distill == pytest.approx(0.0, abs=1e-5)
+
+
 def test_saliency_matches_independent_autograd_per_layer():
     model = tiny_llama(layers=6)
     ids = random_ids(24)
@@ -112,7 +143,7 @@ def test_simulation_keeps_the_inference_budget():
         assert not bool((later.kept & ~earlier.kept).any())  # dropped tokens never come back
 
 
-@pytest.mark.parametrize("term", ["lm", "mse", "rank"])
+@pytest.mark.parametrize("term", ["lm", "distill", "mse", "rank"])
 def test_each_loss_term_reaches_every_pruning_module(term):
     weights = {"lm_loss_weight": 0.0, "mse_loss_weight": 0.0, "rank_loss_weight": 0.0, f"{term}_loss_weight": 1.0}
     model = get_sdtp_model(tiny_llama(), SDTPConfig(**CONFIG, **weights))

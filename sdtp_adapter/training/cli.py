@@ -26,12 +26,12 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _add_field(group, f) -> None:
+def _add_field(group, f, shown_default=MISSING) -> None:
     """One option for dataclass field ``f`` (annotations are strings: ``from __future__ import annotations``).
     Left out, the option is absent from the namespace, so the dataclass's own default applies."""
     kind = str(f.type).replace(" ", "")
     options: dict = {"dest": f.name, "help": f.metadata.get("help", ""), "default": argparse.SUPPRESS}
-    default = f.default if f.default is not MISSING else None
+    default = shown_default if shown_default is not MISSING else f.default if f.default is not MISSING else None
     if kind.startswith("bool"):
         options["action"] = argparse.BooleanOptionalAction
     elif kind.startswith("list[int]"):
@@ -77,14 +77,18 @@ def add_parser(sub) -> None:
     d.add_argument("--max-samples", type=int, default=None, metavar="N", help="use only the first N samples (default: all)")
     c = p.add_argument_group("adapter (SDTPConfig; --config sets them from a file, flags override it)")
     c.add_argument("--config", default=None, metavar="FILE_OR_DIR", help="adapter_config.json, or a folder holding one (default: none)")
-    for f in fields(SDTPConfig):
-        if f.name not in CONFIG_SKIP:
-            _add_field(c, f)
+    add_dataclass_flags(c, SDTPConfig, CONFIG_SKIP)
     t = p.add_argument_group("training (TrainingArguments)")
     t.add_argument("--output-dir", required=True, metavar="DIR", help=TrainingArguments.__dataclass_fields__["output_dir"].metadata["help"])
-    for f in fields(TrainingArguments):
-        if f.name not in ARGS_SKIP:
-            _add_field(t, f)
+    add_dataclass_flags(t, TrainingArguments, ARGS_SKIP)
+
+
+def add_dataclass_flags(group, cls, skip: set[str], defaults: dict | None = None) -> None:
+    """One flag per field of dataclass ``cls`` except ``skip``; ``defaults`` only changes the help's
+    "(default: ...)" for callers such as ``recipes/train.py`` that apply their own defaults."""
+    for f in fields(cls):
+        if f.name not in skip:
+            _add_field(group, f, (defaults or {}).get(f.name, MISSING))
 
 
 def config_from_args(args: argparse.Namespace, model_name: str) -> SDTPConfig:
@@ -106,9 +110,14 @@ def config_from_args(args: argparse.Namespace, model_name: str) -> SDTPConfig:
     return SDTPConfig.from_dict(data)
 
 
+def given_fields(args: argparse.Namespace, cls) -> dict:
+    """``{field: value}`` of the dataclass ``cls`` fields whose flags were given (absent flags leave no attribute)."""
+    return {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+
+
 def training_args_from(args: argparse.Namespace) -> TrainingArguments:
     """``TrainingArguments`` from the flags given (``--output-dir`` is required; the others may be absent)."""
-    return TrainingArguments(**{f.name: getattr(args, f.name) for f in fields(TrainingArguments) if hasattr(args, f.name)})
+    return TrainingArguments(**given_fields(args, TrainingArguments))
 
 
 def run(args: argparse.Namespace) -> None:

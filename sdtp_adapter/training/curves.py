@@ -16,7 +16,7 @@ def write_curves(directory: Path, warm_start: list[float], joint: list[dict]) ->
 
     Args:
         warm_start: mean warm-start loss of each epoch (empty if the phase did not run).
-        joint: one ``{"step", "loss", "lm", "mse", "rank", ...}`` dict per joint step (empty if it did not run).
+        joint: one ``{"step", "loss", "lm", "distill", "mse", "rank", ...}`` dict per joint step (empty if it did not run).
     """
     data = {"warm_start": {"epoch_loss": warm_start}, "joint": joint}
     atomic_write_bytes(directory / JSON_NAME, (json.dumps(data, indent=1) + "\n").encode())
@@ -37,9 +37,9 @@ def _plot(path: Path, warm_start: list[float], joint: list[dict]) -> Path:
     left.set_ylabel("loss")
     right.set_title("joint phase")
     steps = [h["step"] for h in joint]
-    for term in ("loss", "lm", "mse", "rank"):
-        if joint:
-            right.plot(steps, [h[term] for h in joint], label="total" if term == "loss" else term)
+    for term in ("loss", "lm", "distill", "mse", "rank"):
+        if joint and any(h.get(term) for h in joint):  # distill is 0 throughout unless its weight is set
+            right.plot(steps, [h.get(term, 0.0) for h in joint], label="total" if term == "loss" else term)
     right.set_xlabel("step")
     if joint:
         right.legend()

@@ -100,3 +100,24 @@ def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, target_mask: torch.Te
     if not bool(mask.any()):
         raise ValueError("target_mask selects no target token after position 0")
     return F.cross_entropy(logits[:, :-1][mask].float(), input_ids[:, 1:][mask])
+
+
+def distill_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, target_mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the target tokens of ``KL(p_teacher || p_student)`` between next-token distributions.
+
+    Beyond the paper: the pruned model is pulled towards what the unpruned model predicts at each
+    target position (all of its distribution), not only towards the one observed next token.
+
+    Args:
+        logits: ``[B, n, V]`` student (simulated pruning); row t predicts token t + 1.
+        teacher_logits: ``[B, n, V]`` the unpruned model on the same inputs (no gradient).
+        target_mask: ``[B, n]`` bool; position t counts when token t + 1 is a target.
+    """
+    if logits.shape != teacher_logits.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and teacher_logits {tuple(teacher_logits.shape)} differ in shape")
+    mask = target_mask[:, 1:]
+    if not bool(mask.any()):
+        raise ValueError("target_mask selects no target token after position 0")
+    student = torch.log_softmax(logits[:, :-1][mask].float(), dim=-1)
+    teacher = torch.log_softmax(teacher_logits[:, :-1][mask].float(), dim=-1)
+    return F.kl_div(student, teacher, log_target=True, reduction="batchmean")

@@ -10,7 +10,7 @@ from torch import nn
 from ..model import SDTPModel
 from ..quantization import prepare_4bit_for_backward
 from .batches import noise_seed
-from .losses import lm_loss, saliency_losses, weighted_saliency_loss
+from .losses import distill_loss, lm_loss, saliency_losses, weighted_saliency_loss
 from .marking import MarkedSample
 from .simulation import MaskSimulation
 from .saliency import normalize_saliency, padded_inputs, target_span, token_saliency
@@ -24,6 +24,7 @@ class LossTerms:
     lm: float
     mse: float
     rank: float
+    distill: float = 0.0
 
 
 def sdtp_loss(
@@ -34,9 +35,11 @@ def sdtp_loss(
     gumbel: bool = True,
     noise_seeds: list[int] | None = None,
 ) -> LossTerms:
-    """``w_lm * L_lm + w_mse * L_mse + w_rank * L_rank`` for one batch, the mean of its rows' losses.
+    """``w_lm * L_lm + w_kl * L_kl + w_mse * L_mse + w_rank * L_rank`` for one batch, the mean of its rows' losses.
 
-    Each row's ``L_lm`` is the mean over its target tokens; its ``L_mse`` and ``L_rank`` are means over
+    Each row's ``L_lm`` is the mean over its target tokens, and so is its ``L_kl`` (the distillation
+    term, computed only when ``distill_loss_weight > 0``: KL from the unpruned model's next-token
+    distributions, whose logits the saliency pass already produced); its ``L_mse`` and ``L_rank`` are means over
     stages, each stage comparing the module's keep probability / margin with the normalised saliency
     of the tokens it may prune (alive, not protected) at that stage. A batch's loss is the plain mean
     of its rows' losses, so that data-parallel ranks averaging their gradients compute what one
@@ -52,8 +55,11 @@ def sdtp_loss(
     """
     cfg = model.sdtp_config
     padding = padded_inputs(attention_mask)
+    teacher: dict[str, torch.Tensor] | None = {} if cfg.distill_loss_weight > 0 else None
     with model.disable_pruning():
-        saliency = token_saliency(model.base_model, input_ids, target_mask, list(model.schedule.layers), attention_mask=attention_mask)
+        saliency = token_saliency(
+            model.base_model, input_ids, target_mask, list(model.schedule.layers), attention_mask=attention_mask, logits_out=teacher
+        )
     prepare_4bit_for_backward(model.base_model)  # the saliency pass did it too; cheap when nothing is packed
     simulation = MaskSimulation(
         model.schedule, model.pruner, input_ids.shape[1], cfg.gumbel_temperature, gumbel, attention_mask, noise_seeds
@@ -63,8 +69,13 @@ def sdtp_loss(
         logits = model(input_ids=input_ids, use_cache=False, logits_to_keep=keep, **padding).logits
     rows = input_ids.shape[0]
     lm = torch.stack([lm_loss(logits[r : r + 1], input_ids[r : r + 1, -keep:], target_mask[r : r + 1, -keep:]) for r in range(rows)])
-    mse_rows, rank_rows = [], []
     zero = lm.new_zeros(())
+    distill = zero
+    if teacher is not None:
+        distill = torch.stack(
+            [distill_loss(logits[r : r + 1], teacher["logits"][r : r + 1], target_mask[r : r + 1, -keep:]) for r in range(rows)]
+        ).mean()
+    mse_rows, rank_rows = [], []
     for row in range(rows):
         mse_terms, rank_terms = [], []
         for record in simulation.records:
@@ -78,8 +89,8 @@ def sdtp_loss(
         mse_rows.append(torch.stack(mse_terms).mean() if mse_terms else zero)
         rank_rows.append(torch.stack(rank_terms).mean() if rank_terms else zero)
     lm, mse, rank = lm.mean(), torch.stack(mse_rows).mean(), torch.stack(rank_rows).mean()
-    total = cfg.lm_loss_weight * lm + weighted_saliency_loss(mse, rank, cfg)
-    return LossTerms(total, lm.item(), mse.item(), rank.item())
+    total = cfg.lm_loss_weight * lm + cfg.distill_loss_weight * distill + weighted_saliency_loss(mse, rank, cfg)
+    return LossTerms(total, lm.item(), mse.item(), rank.item(), distill.item())
 
 
 def warm_start_loss(model: SDTPModel, marked: list[MarkedSample]) -> torch.Tensor:
@@ -114,7 +125,7 @@ class TrainingObjective(nn.Module):
         the warm-start loss of ``marked`` samples.
 
         Returns:
-            ``{"loss": scalar tensor}``, plus the float terms ``lm``, ``mse``, ``rank`` for a batch.
+            ``{"loss": scalar tensor}``, plus the float terms ``lm``, ``distill``, ``mse``, ``rank`` for a batch.
         """
         if marked is not None:
             return {"loss": warm_start_loss(self.sdtp_model, marked)}
@@ -125,4 +136,4 @@ class TrainingObjective(nn.Module):
         seeds = [noise_seed(seed, epoch, i) for i in batch["index"].tolist()]
         # unpadded batches take the model's plain causal path
         terms = sdtp_loss(self.sdtp_model, ids, target, attention_mask=mask if batch["padded"] else None, noise_seeds=seeds)
-        return {"loss": terms.total, "lm": terms.lm, "mse": terms.mse, "rank": terms.rank}
+        return {"loss": terms.total, "lm": terms.lm, "distill": terms.distill, "mse": terms.mse, "rank": terms.rank}

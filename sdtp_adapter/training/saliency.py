@@ -51,6 +51,7 @@ def token_saliency(
     layers: list[int],
     captured: dict[int, torch.Tensor] | None = None,
     attention_mask: torch.Tensor | None = None,
+    logits_out: dict[str, torch.Tensor] | None = None,
 ) -> dict[int, torch.Tensor]:
     """``|sum_d dT/dx * x|`` per token at the input of each layer in ``layers``.
 
@@ -64,6 +65,8 @@ def token_saliency(
         captured: optional dict that receives each layer's input hidden states ``[B, N, d]``.
         attention_mask: ``[B, N]`` for a left-padded batch (``None``: no padding). Rows are
             independent: row b's saliency is the gradient of its own targets' log-likelihood.
+        logits_out: optional dict that receives ``"logits"``, the full model's detached logits over
+            the last ``target_span`` positions ``[B, n, V]`` (the distillation teacher, at no extra pass).
     Returns:
         ``{layer: [B, N] float32}`` raw (unnormalised) saliency.
     """
@@ -85,6 +88,8 @@ def token_saliency(
             logits = model(inputs_embeds=embeds, use_cache=False, logits_to_keep=keep, **padded_inputs(attention_mask)).logits
             objective = target_log_likelihood(logits, input_ids[:, -keep:], target_mask[:, -keep:])
             grads = torch.autograd.grad(objective, [captured[layer] for layer in layers])
+            if logits_out is not None:
+                logits_out["logits"] = logits.detach()
     finally:
         for handle in handles:
             handle.remove()

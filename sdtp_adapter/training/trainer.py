@@ -146,7 +146,7 @@ def _joint(model, objective, dataset, args, accelerator, out, resume_dir, resume
     model.pruners.train()
     while step < args.steps:
         started = time.perf_counter()
-        sums = torch.zeros(4, device=accelerator.device)
+        sums = torch.zeros(5, device=accelerator.device)
         seen = []
         for k in range(accum):
             epoch, batch = next(batches)
@@ -154,8 +154,8 @@ def _joint(model, objective, dataset, args, accelerator, out, resume_dir, resume
             with accelerator.no_sync(objective) if k < accum - 1 else nullcontext():
                 terms = objective(batch=batch, epoch=epoch, seed=args.seed)
                 accelerator.backward(terms["loss"] / accum)
-            sums += torch.tensor([float(terms["loss"].detach()), terms["lm"], terms["mse"], terms["rank"]], device=accelerator.device) / accum
-        total, lm, mse, rank = accelerator.reduce(sums, "mean").tolist()
+            sums += torch.tensor([float(terms["loss"].detach()), terms["lm"], terms["mse"], terms["rank"], terms["distill"]], device=accelerator.device) / accum
+        total, lm, mse, rank, distill = accelerator.reduce(sums, "mean").tolist()
         rows = accelerator.gather(torch.cat(seen).to(accelerator.device)).tolist()  # process order
         if not math.isfinite(total):
             optimizer.zero_grad(set_to_none=True)
@@ -170,7 +170,7 @@ def _joint(model, objective, dataset, args, accelerator, out, resume_dir, resume
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         step += 1
-        history.append({"step": step, "loss": total, "lm": lm, "mse": mse, "rank": rank, "lr": lr,
+        history.append({"step": step, "loss": total, "lm": lm, "distill": distill, "mse": mse, "rank": rank, "lr": lr,
                         "seconds": time.perf_counter() - started, "samples": global_batch, "rows": rows})
         bar.update(1)
         bar.set_postfix(lm=f"{lm:.3f}", mse=f"{mse:.3f}", rank=f"{rank:.3f}")
