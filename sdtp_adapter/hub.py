@@ -247,14 +247,18 @@ def download_adapter(
         huggingface_hub.errors.HFValidationError: ``repo_id`` is not a valid repo id.
         huggingface_hub.errors.LocalEntryNotFoundError: offline and not in the cache; other Hub errors as raised.
     """
+    from huggingface_hub import constants as hub_constants
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import validate_repo_id
 
     validate_repo_id(repo_id)
     sub = subfolder.strip("/") if subfolder else None
     patterns = [f"{sub}/{name}" for name in ADAPTER_FILES] if sub else list(ADAPTER_FILES)
+    # HF_HUB_OFFLINE=1 means the cache alone: huggingface_hub 1.x (which transformers 5.1-5.17 require)
+    # still lists the repo tree for a commit-hash revision unless local_files_only is passed as well
+    offline = local_files_only or bool(hub_constants.HF_HUB_OFFLINE)
     snapshot = snapshot_download(
-        repo_id, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only,
+        repo_id, revision=revision, cache_dir=cache_dir, token=token, local_files_only=offline,
         force_download=force_download, allow_patterns=patterns, local_dir=local_dir,
     )
     return Path(snapshot) / sub if sub else Path(snapshot)

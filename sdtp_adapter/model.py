@@ -93,6 +93,11 @@ class SDTPModel(nn.Module):
 
     def generate(self, *args, **kwargs):
         self._check_attached("generate")
+        # the hooks refuse an empty prompt at the first forward, but transformers 5.1-5.2's generate indexes the
+        # prompt before any forward (an IndexError): refuse it here, with the same message on every release
+        prompt = args[0] if args else kwargs.get("input_ids", kwargs.get("inputs"))
+        if isinstance(prompt, torch.Tensor) and prompt.shape[-1] == 0:
+            raise ValueError(f"input_ids is empty (shape {list(prompt.shape)}): generate needs at least one prompt token")
         return self.base_model.generate(*args, **kwargs)
 
     def __getattr__(self, name: str):
@@ -146,17 +151,42 @@ class SDTPModel(nn.Module):
         layers: Sequence[int] | None = None,
         keep_ratio: float | None = None,
         local_window_ratio: float | None = None,
+        *,
+        speedup: float | None = None,
+        prompt_length: int | None = None,
+        max_kv_fraction: float | None = None,
+        max_flops_fraction: float | None = None,
     ) -> ContextManager[None]:
         """Prune with other stage ``layers``, per-stage ``keep_ratio`` and/or ``local_window_ratio`` inside
         this block, in this thread.
 
         Sweeps and the 5-stage "SDTP-low" variant use this; with the trained modules the layers must be
         a subset of the adapter's stages (a training-free scorer from ``use_scorer`` can use any layer).
+
+        Or give a target instead of ``keep_ratio``: ``speedup`` (predicted prefill speedup, at least),
+        ``max_kv_fraction`` and/or ``max_flops_fraction`` (shares of the unpruned prefill's, at most), for a
+        prompt of ``prompt_length`` tokens (required: budgets depend on it; pass ``input_ids.shape[1]``).
+        The keep ratio, stricter or looser than trained, and the stages (a subset of the adapter's, or
+        exactly ``layers``) are planned by ``planning.plan_for_adapter``; a ``ValueError`` says the best
+        the adapter's stages reach when they cannot meet the target.
         """
         self._check_attached("use_schedule")
         num_layers = model_dims(self.base_model).num_layers
         if isinstance(layers, (str, bytes)) or (layers is not None and not isinstance(layers, Sequence)):
             raise TypeError(f"layers={layers!r} is invalid: expected a sequence of layer indices such as (4, 6, 8)")
+        targets = {"speedup": speedup, "max_kv_fraction": max_kv_fraction, "max_flops_fraction": max_flops_fraction}
+        if prompt_length is not None or any(v is not None for v in targets.values()):
+            given = {k: v for k, v in targets.items() if v is not None}
+            if keep_ratio is not None:
+                raise ValueError(f"keep_ratio={keep_ratio} conflicts with the target {given}: give a keep ratio or a target")
+            if prompt_length is None:
+                raise ValueError(f"prompt_length is required with the target {given}: budgets depend on the prompt's "
+                                 "length (pass its token count, e.g. input_ids.shape[1])")
+            from .planning import plan_for_adapter
+
+            plan = plan_for_adapter(self, prompt_length=prompt_length, layers=layers,
+                                    local_window_ratio=local_window_ratio, **targets)
+            layers, keep_ratio = plan.layers, plan.keep_ratio
         new = dataclasses.replace(
             self.schedule,
             layers=self.schedule.layers if layers is None else tuple(layers),
@@ -172,6 +202,15 @@ class SDTPModel(nn.Module):
         dropping tokens."""
         self._check_attached("simulate")
         return self.controller.simulation.override(simulation)
+
+    def explain(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, tokenizer=None):
+        """One pruned prefill of one prompt ``input_ids`` ``[1, N]``, recorded stage by stage: an
+        ``explain.Explanation`` (kept positions and scores per stage, protected tokens, the last layer each
+        token reached; ``tokenizer`` adds each token's text). Uses this thread's ``use_schedule``/``use_scorer``."""
+        self._check_attached("explain")
+        from .explain.run import explain
+
+        return explain(self, input_ids, attention_mask, tokenizer)
 
     def unload(self) -> nn.Module:
         """Remove every hook and return the base model (its parameters stay frozen).

@@ -96,7 +96,7 @@ def test_only_the_requested_bench_section_is_built():
     assert (args.section, args.windows) == ("sweep", 2)
 
 
-@pytest.mark.parametrize("section", [["speed"], ["compare", "--no-kvpress"], ["sweep"], ["tasks"], ["observations"]])
+@pytest.mark.parametrize("section", [["speed"], ["compare", "--no-kvpress"], ["sweep"], ["tasks"], ["observations"], ["compose"], ["plan-speed"], ["suite", "--lengths", "1024"]])
 def test_bench_on_a_model_without_shipped_adapter_needs_adapter_before_loading(capsys, monkeypatch, tmp_path, section):
     from transformers import LlamaConfig
 

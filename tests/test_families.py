@@ -7,6 +7,7 @@ import torch
 
 from conftest import FAMILIES, random_ids, tiny_family, tiny_llama
 from sdtp_adapter import SDTPConfig, get_sdtp_model
+from sdtp_adapter.compat import cache_kwarg, cache_of
 from sdtp_adapter.data.corpora import shakespeare_texts
 from sdtp_adapter.training.objective import sdtp_loss
 from test_inference import greedy_loop
@@ -94,12 +95,12 @@ def test_sliding_layers_chunk_equals_token_by_token_and_backends_agree(family):
         for module in model.pruners.values():
             torch.nn.init.normal_(module.fc2.weight)
         with torch.no_grad():
-            cache = model(prompt, use_cache=True).cache
+            cache = cache_of(model(prompt, use_cache=True))
             assert any(getattr(layer, "sliding_window", None) for layer in cache.layers)
-            together = model(chunk, cache=cache, use_cache=True).logits
-            cache = model(prompt, use_cache=True).cache
+            together = model(chunk, **cache_kwarg(cache), use_cache=True).logits
+            cache = cache_of(model(prompt, use_cache=True))
             one_by_one = torch.cat(
-                [model(chunk[:, i : i + 1], cache=cache, use_cache=True).logits for i in range(chunk.shape[1])], dim=1
+                [model(chunk[:, i : i + 1], **cache_kwarg(cache), use_cache=True).logits for i in range(chunk.shape[1])], dim=1
             )
         torch.testing.assert_close(together, one_by_one, rtol=1e-4, atol=1e-4)
         results.append(together)

@@ -10,6 +10,7 @@ from conftest import random_ids, tiny_llama
 from sdtp_adapter import SDTPConfig, get_sdtp_model
 from sdtp_adapter.bench.fidelity import compare_methods
 from sdtp_adapter.bench.methods import Method
+from sdtp_adapter.compat import cache_kwarg, cache_of
 from sdtp_adapter.pruning.scorers import recency_scorer
 
 STAGES = dict(prune_layers=[2, 4, 6], keep_ratio=0.6, protected_first=2, local_window_ratio=0.1)
@@ -31,11 +32,11 @@ def naive_logprobs(model, ids: torch.Tensor, prefix: int, prune: bool) -> torch.
     rows = []
     with torch.no_grad(), ctx:
         out = model(ids[:, :prefix], use_cache=True)
-        cache = out.cache
+        cache = cache_of(out)
         rows.append(out.logits[0, -1])
         for i in range(prefix, ids.shape[1] - 1):
-            out = model(ids[:, i : i + 1], cache=cache, use_cache=True)
-            cache = out.cache
+            out = model(ids[:, i : i + 1], **cache_kwarg(cache), use_cache=True)
+            cache = cache_of(out)
             rows.append(out.logits[0, -1])
     return F.log_softmax(torch.stack(rows).float(), dim=-1)
 

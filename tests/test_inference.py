@@ -8,6 +8,7 @@ from transformers import DynamicCache
 
 from conftest import random_ids, tiny_llama
 from sdtp_adapter import SDTPCache, SDTPConfig, get_sdtp_model
+from sdtp_adapter.compat import cache_kwarg, cache_of
 
 STAGES = dict(prune_layers=[2, 3, 5, 6], keep_ratio=0.7, protected_first=4, local_window_ratio=0.1)
 
@@ -15,12 +16,12 @@ STAGES = dict(prune_layers=[2, 3, 5, 6], keep_ratio=0.7, protected_first=4, loca
 def greedy_loop(model, ids: torch.Tensor, steps: int) -> torch.Tensor:
     """Reference decoding: one prefill, then one token at a time over the returned cache."""
     out = model(ids, use_cache=True)
-    cache, tokens = out.past_key_values if hasattr(out, "past_key_values") else out.cache, []
+    cache, tokens = cache_of(out), []
     nxt = out.logits[:, -1].argmax(-1, keepdim=True)
     for _ in range(steps):
         tokens.append(nxt)
-        out = model(nxt, cache=cache, use_cache=True)
-        cache = out.cache
+        out = model(nxt, **cache_kwarg(cache), use_cache=True)
+        cache = cache_of(out)
         nxt = out.logits[:, -1].argmax(-1, keepdim=True)
     return torch.cat(tokens, dim=1)
 
@@ -60,7 +61,7 @@ def test_dropped_tokens_are_in_no_deeper_cache():
     ids = random_ids(80)
     with torch.no_grad():
         out = model(ids, use_cache=True)
-    cache = out.cache
+    cache = cache_of(out)
     assert isinstance(cache, SDTPCache)
     record = model.last_pruning
     for layer in range(8):
@@ -78,10 +79,10 @@ def test_pruned_keys_are_the_base_keys_of_kept_tokens_before_the_first_stage():
     base = tiny_llama()
     ids = random_ids(40)
     with torch.no_grad():
-        ref = base(ids, use_cache=True).cache
+        ref = cache_of(base(ids, use_cache=True))
     model = get_sdtp_model(base, SDTPConfig(**STAGES))
     with torch.no_grad():
-        cache = model(ids, use_cache=True).cache
+        cache = cache_of(model(ids, use_cache=True))
     for layer in (0, 1):
         assert torch.equal(cache.layers[layer].keys, ref.layers[layer].keys)
 
@@ -146,13 +147,13 @@ def test_static_cache_is_refused_up_front():
     model = get_sdtp_model(base, SDTPConfig(**STAGES))
     cache = StaticCache(config=base.config, max_cache_len=64)
     with pytest.raises(ValueError, match="StaticCache"):
-        model(random_ids(30), cache=cache, use_cache=True)
+        model(random_ids(30), **cache_kwarg(cache), use_cache=True)
 
 
 def test_plain_dynamic_cache_is_upgraded():
     model = get_sdtp_model(tiny_llama(), SDTPConfig(**STAGES))
-    out = model(random_ids(30), cache=DynamicCache(), use_cache=True)
-    assert isinstance(out.cache, SDTPCache)
+    out = model(random_ids(30), **cache_kwarg(DynamicCache()), use_cache=True)
+    assert isinstance(cache_of(out), SDTPCache)
 
 
 def test_multi_token_chunk_on_pruned_cache_matches_token_by_token(attn):
@@ -160,11 +161,11 @@ def test_multi_token_chunk_on_pruned_cache_matches_token_by_token(attn):
     ids = random_ids(70)
     chunk = random_ids(9, seed=5)
     with torch.no_grad():
-        cache = model(ids, use_cache=True).cache
-        together = model(chunk, cache=cache, use_cache=True).logits
-        cache = model(ids, use_cache=True).cache
+        cache = cache_of(model(ids, use_cache=True))
+        together = model(chunk, **cache_kwarg(cache), use_cache=True).logits
+        cache = cache_of(model(ids, use_cache=True))
         one_by_one = torch.cat(
-            [model(chunk[:, i : i + 1], cache=cache, use_cache=True).logits for i in range(chunk.shape[1])], dim=1
+            [model(chunk[:, i : i + 1], **cache_kwarg(cache), use_cache=True).logits for i in range(chunk.shape[1])], dim=1
         )
     assert cache.get_seq_length() == 79
     torch.testing.assert_close(together, one_by_one, rtol=1e-5, atol=1e-5)
@@ -184,8 +185,8 @@ def test_keep_all_schedule_is_exact_on_a_left_padded_batch(attn):
 
 
 def two_turns(model, first: torch.Tensor, second: torch.Tensor):
-    cache = model(first, use_cache=True).cache
-    out = model(second, cache=cache, use_cache=True)
+    cache = cache_of(model(first, use_cache=True))
+    out = model(second, **cache_kwarg(cache), use_cache=True)
     return out, model.last_pruning
 
 
@@ -193,8 +194,8 @@ def test_later_chunk_pruning_with_keep_all_is_exact(attn):
     base = tiny_llama(attn)
     first, second = random_ids(50, seed=1), random_ids(30, seed=2)
     with torch.no_grad():
-        cache = base(first, use_cache=True).cache
-        ref = base(second, cache=cache, use_cache=True).logits
+        cache = cache_of(base(first, use_cache=True))
+        ref = base(second, **cache_kwarg(cache), use_cache=True).logits
         for later in (False, True):
             model = get_sdtp_model(base, SDTPConfig(prune_layers=[1, 3, 6], keep_ratio=1.0, prune_later_chunks=later))
             out, _ = two_turns(model, first, second)
@@ -210,13 +211,13 @@ def test_later_chunk_is_pruned_by_the_same_rules(attn):
         first_counts = model.schedule.tokens_per_layer(60, 8)
         assert record.kept_counts(8) == model.schedule.tokens_per_layer(40, 8)
         for layer in range(8):
-            assert out.cache.layers[layer].keys.shape[-2] == first_counts[layer] + record.kept_counts(8)[layer]
-            if layer in out.cache.layer_positions:
-                assert bool((out.cache.layer_positions[layer][0, first_counts[layer]:] >= 60).all())
-        assert out.cache.get_seq_length() == 100
+            assert cache_of(out).layers[layer].keys.shape[-2] == first_counts[layer] + record.kept_counts(8)[layer]
+            if layer in cache_of(out).layer_positions:
+                assert bool((cache_of(out).layer_positions[layer][0, first_counts[layer]:] >= 60).all())
+        assert cache_of(out).get_seq_length() == 100
         # decoding on the two-turn cache: each layer attends to its own kept positions plus the new token
-        step = model(random_ids(1, seed=9), cache=out.cache, use_cache=True)
-        assert torch.isfinite(step.logits).all() and out.cache.get_seq_length() == 101
+        step = model(random_ids(1, seed=9), **cache_kwarg(cache_of(out)), use_cache=True)
+        assert torch.isfinite(step.logits).all() and cache_of(out).get_seq_length() == 101
 
 
 def test_later_chunk_pruning_agrees_between_sdpa_and_eager():
@@ -229,7 +230,7 @@ def test_later_chunk_pruning_agrees_between_sdpa_and_eager():
             torch.nn.init.normal_(module.fc2.weight)
         with torch.no_grad():
             out, _ = two_turns(model, first, second)
-            results.append((out.logits, model(step, cache=out.cache, use_cache=True).logits))
+            results.append((out.logits, model(step, **cache_kwarg(cache_of(out)), use_cache=True).logits))
     torch.testing.assert_close(results[0][0], results[1][0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-4)
 

@@ -20,6 +20,7 @@ from conftest import random_ids, tiny_llama
 from sdtp_adapter.bench.meta import write_results
 from sdtp_adapter.bench.peers import kvpress as section
 from sdtp_adapter.bench.peers import kvpress_runner as runner
+from sdtp_adapter.compat import cache_kwarg, cache_of
 from sdtp_adapter.zoo import SHIPPED_ADAPTERS
 from sdtp_adapter.config import SDTPConfig
 from sdtp_adapter.schedule import StageSchedule
@@ -162,7 +163,7 @@ def test_kv_bytes_counts_every_layer():
     model = tiny_llama(layers=3)
     cache = DynamicCache()
     with torch.inference_mode():
-        model(random_ids(12), cache=cache, use_cache=True)
+        model(random_ids(12), **cache_kwarg(cache), use_cache=True)
     # 3 layers x (keys + values) x 2 kv heads x 12 tokens x head_dim 16 x 4 bytes
     assert runner.kv_bytes(cache) == 3 * 2 * 2 * 12 * 16 * 4
 
@@ -173,7 +174,7 @@ def test_kv_bytes_copy_agrees_with_the_library_on_a_pruned_cache():
 
     model = get_sdtp_model(tiny_llama(), SDTPConfig(prune_layers=[2, 4], keep_ratio=0.5))
     with torch.inference_mode():
-        cache = model(random_ids(40), use_cache=True).cache  # layers hold 40, 20 and 10 tokens
+        cache = cache_of(model(random_ids(40), use_cache=True))  # layers hold 40, 20 and 10 tokens
     assert len({layer.keys.shape[-2] for layer in cache.layers}) == 3
     assert runner.kv_bytes(cache) == kv_bytes(cache)
 

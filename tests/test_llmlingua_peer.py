@@ -11,6 +11,7 @@ from transformers import DynamicCache
 from conftest import random_ids, tiny_llama
 from sdtp_adapter import SDTPConfig, get_sdtp_model
 from sdtp_adapter.bench.peers.llmlingua import LegacyCacheLM, LLMLinguaCompressor, llmlingua_method, segment_length
+from sdtp_adapter.compat import cache_kwarg, cache_of
 
 STAGES = dict(prune_layers=[2, 4, 6], keep_ratio=0.5, protected_first=2, local_window_ratio=0.1)
 
@@ -30,17 +31,17 @@ def test_legacy_cache_matches_model_with_dynamic_cache(attn):
     with torch.no_grad():
         out1, cropped, out2 = llmlingua_like_calls(LegacyCacheLM(model), ids, first=20, crop=12)
         # reference: the same two steps through transformers' own Cache API
-        ref1 = model(ids[:, :20], cache=DynamicCache(), use_cache=True)
-        ref2 = model(ids[:, 12:], cache=DynamicCache(), use_cache=True)  # positions 0..: must differ
+        ref1 = model(ids[:, :20], **cache_kwarg(DynamicCache()), use_cache=True)
+        ref2 = model(ids[:, 12:], **cache_kwarg(DynamicCache()), use_cache=True)  # positions 0..: must differ
         cache = DynamicCache()
-        model(ids[:, :12], cache=cache, use_cache=True)
-        ref3 = model(ids[:, 12:], cache=cache, use_cache=True)
+        model(ids[:, :12], **cache_kwarg(cache), use_cache=True)
+        ref3 = model(ids[:, 12:], **cache_kwarg(cache), use_cache=True)
     torch.testing.assert_close(out1.logits, ref1.logits)
     torch.testing.assert_close(out2.logits, ref3.logits)
     assert not torch.allclose(out2.logits, ref2.logits)
     layers = model.config.num_hidden_layers
     assert len(out2.past_key_values) == layers
-    for (k, v), layer in zip(out2.past_key_values, ref3.cache.layers):
+    for (k, v), layer in zip(out2.past_key_values, cache_of(ref3).layers):
         assert k.shape[2] == 30
         torch.testing.assert_close(k, layer.keys)
         torch.testing.assert_close(v, layer.values)

@@ -12,6 +12,7 @@ from conftest import CharTokenizer, tiny_llama
 from sdtp_adapter import SDTPConfig, get_sdtp_model
 from sdtp_adapter.bench import longcontext
 from sdtp_adapter.bench.methods import Method
+from sdtp_adapter.compat import cache_kwarg, cache_of
 from sdtp_adapter.data import tasks
 from sdtp_adapter.pruning.scorers import recency_scorer
 
@@ -130,7 +131,7 @@ def naive_answer(model, prompt: list[int], steps: int) -> list[int]:
             tokens.append(nxt)
             if nxt == model.generation_config.eos_token_id:
                 break
-            out = model(torch.tensor([[nxt]]), cache=out.cache, use_cache=True)
+            out = model(torch.tensor([[nxt]]), **cache_kwarg(cache_of(out)), use_cache=True)
     return tokens
 
 

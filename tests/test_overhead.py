@@ -11,6 +11,7 @@ import torch
 from conftest import random_ids, tiny_llama
 from sdtp_adapter import SDTPConfig, get_sdtp_model
 from sdtp_adapter.bench.opcount import count_ops
+from sdtp_adapter.compat import cache_kwarg, cache_of
 
 STAGES = SDTPConfig(prune_layers=[2, 4, 6], keep_ratio=0.7)
 
@@ -35,13 +36,13 @@ def test_a_pruned_prefill_makes_one_host_sync_and_a_decode_step_none():
         assert pruned.syncs - base.syncs == 1, (base.ops, pruned.ops)  # the prompt checks, one .tolist()
     ids = random_ids(64)
     with torch.no_grad():
-        cache = model(ids, use_cache=True).cache
+        cache = cache_of(model(ids, use_cache=True))
         with model.disable_pruning():
-            base_cache = model(ids, use_cache=True).cache
+            base_cache = cache_of(model(ids, use_cache=True))
     step = ids[:, -1:]
-    pruned = count_ops(lambda: model(step, cache=cache, use_cache=True))
+    pruned = count_ops(lambda: model(step, **cache_kwarg(cache), use_cache=True))
     with model.disable_pruning():
-        base = count_ops(lambda: model(step, cache=base_cache, use_cache=True))
+        base = count_ops(lambda: model(step, **cache_kwarg(base_cache), use_cache=True))
     assert pruned.syncs == base.syncs == 0
     # one arange for the step's positions and one cat per stage (the layers of a stage share it)
     assert pruned.work - base.work <= 1 + len(STAGES.prune_layers)

@@ -8,6 +8,7 @@ import torch
 from sdtp_adapter import SDTPModel
 from sdtp_adapter.bench.fidelity import compare_scorers, text_windows
 from sdtp_adapter.cli import main
+from sdtp_adapter.compat import cache_of
 from sdtp_adapter.data.corpora import shakespeare_texts
 from sdtp_adapter.pruning.scorers import random_scorer
 from sdtp_adapter.zoo import SHIPPED_ADAPTERS, SMOLLM2_135M
@@ -33,7 +34,7 @@ def test_shipped_adapter_prunes_to_schedule_and_beats_random(smollm2, heldout_id
         with torch.inference_mode():
             out = sdtp(heldout_ids[:, :1024], use_cache=True)
         assert sdtp.last_pruning.kept_counts(30) == sdtp.schedule.tokens_per_layer(1024, 30)
-        assert out.cache.layers[29].keys.shape[-2] == sdtp.schedule.budgets(1024)[-1]
+        assert cache_of(out).layers[29].keys.shape[-2] == sdtp.schedule.budgets(1024)[-1]
         windows = text_windows(tokenizer, [shakespeare_texts("heldout")["tempest"]], 3, 1024 + 64, seed=1)
         result = compare_scorers(sdtp, windows, 1024, {"sdtp": None, "random": random_scorer(0)})
         assert result["sdtp"].kl < result["random"].kl

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..compat import cache_kwarg, cache_of
 from ..model import SDTPModel
 from ..pruning.cache import kv_bytes
 from .methods import Method
@@ -82,8 +83,8 @@ def continuation_logprobs(
         first = model(window[:, :prefix], use_cache=True, logits_to_keep=1)
         if stats is not None:
             stats["prefill_s"] = time.perf_counter() - start
-            stats["kv_bytes"] = kv_bytes(first.cache)
-        rest = model(window[:, prefix:-1], cache=first.cache, use_cache=True)
+            stats["kv_bytes"] = kv_bytes(cache_of(first))
+        rest = model(window[:, prefix:-1], **cache_kwarg(cache_of(first)), use_cache=True)
     logits = torch.cat([first.logits[:, -1:], rest.logits], dim=1)[0]
     return F.log_softmax(logits.float(), dim=-1)
 

@@ -21,6 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ..architectures import ModelDims, model_dims
+from ..compat import rope_table_flops
 from ..model import SDTPModel
 from ..schedule import StageSchedule
 
@@ -109,11 +110,12 @@ def full_sdpa_flops(query_shape, key_shape, value_shape, *args, out_shape=None, 
 
 
 def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs ``FlopCounterMode`` counts while ``fn()`` runs, CPU SDPA included (see module docstring)."""
+    """FLOPs ``FlopCounterMode`` counts while ``fn()`` runs, CPU SDPA included (see module docstring),
+    less the RoPE tables, which only some transformers releases compute with a matmul."""
     mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: full_sdpa_flops}
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         fn()
-    return counter.get_total_flops()
+    return counter.get_total_flops() - rope_table_flops(counter.get_flop_counts())
 
 
 def prefill_call(sdtp: SDTPModel, ids: torch.Tensor, prune: bool) -> Callable[[], object]:

@@ -38,6 +38,12 @@ def _speed() -> ModuleType:
     return speed
 
 
+def _planned_speed() -> ModuleType:
+    from . import planned_speed
+
+    return planned_speed
+
+
 def _compare() -> ModuleType:
     from . import compare
 
@@ -48,6 +54,18 @@ def _longcontext() -> ModuleType:
     from . import longcontext
 
     return longcontext
+
+
+def _suite() -> ModuleType:
+    from . import suite
+
+    return suite
+
+
+def _compose() -> ModuleType:
+    from . import composition
+
+    return composition
 
 
 def _kvpress() -> ModuleType:
@@ -71,8 +89,11 @@ def _observations() -> ModuleType:
 # in the order of the CLI listing and of docs/benchmarks.md
 SECTIONS: tuple[Section, ...] = (
     Section("speed", _speed, "speed-*", "prefill latency, time to first token, decode tokens/s, peak memory, KV bytes, FLOPs"),
+    Section("plan-speed", _planned_speed, "plan-speed-*", "predicted (planner, FLOPs bound) against measured prefill speedup of planned schedules"),
     Section("compare", _compare, "compare-*", "fidelity and long-context accuracy of SDTP, baselines and peers at the same budget"),
     Section("tasks", _longcontext, "tasks*", "synthetic long-context suite (passkey, needles, key-value, variable tracking)"),
+    Section("suite", _suite, "suite-*", "held-out long-context suite: retrieval, aggregation, second turn, summaries, with intervals"),
+    Section("compose", _compose, "compose-*", "SDTP, KV presses (H2O, SnapKV) and both at one KV budget: quality, speed, KV after decoding"),
     Section("kvpress", _kvpress, "kvpress*", "kvpress presses in their own environment: KV memory, decode speed, fidelity"),
     Section("sweep", _sweep, "sweep*", "quality against speed over keep ratios and stage placements (Pareto plot)"),
     Section("observations", _observations, "observations*", "saliency sparsity per layer and transitivity across stages"),

@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from ..architectures import model_dims
+from ..compat import cache_kwarg, cache_of
 from ..model import SDTPModel
 from ..pruning.cache import kv_bytes
 from ..timing import interleaved
@@ -175,10 +176,10 @@ def greedy_run(model: torch.nn.Module, ids: torch.Tensor, decode_tokens: int) ->
         token = out.logits[:, -1].argmax(dim=-1, keepdim=True)  # [1, 1]
         tokens = [int(token.item())]
         first = time.perf_counter()
-        cache = out.cache
+        cache = cache_of(out)
         for _ in range(decode_tokens):
-            out = model(input_ids=token, cache=cache, use_cache=True)
-            cache = out.cache
+            out = model(input_ids=token, **cache_kwarg(cache), use_cache=True)
+            cache = cache_of(out)
             token = out.logits[:, -1].argmax(dim=-1, keepdim=True)
             tokens.append(int(token.item()))
         end = time.perf_counter()
@@ -219,7 +220,7 @@ def measure_length(
     peak_mib, kv_mib = {}, {}
     for name in METHODS:
         out, peak = peak_memory(prefill_call(sdtp, ids, prune=name == "sdtp"), device)
-        peak_mib[name], kv_mib[name] = peak / MIB, kv_bytes(out.cache) / MIB
+        peak_mib[name], kv_mib[name] = peak / MIB, kv_bytes(cache_of(out)) / MIB
         del out
     per_layer = sdtp.last_pruning.kept_counts(dims.num_layers)  # the SDTP prefill just above
     components = component_costs(sdtp, ids)

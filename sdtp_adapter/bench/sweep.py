@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..architectures import model_dims
+from ..planning.placements import placements  # named subsets of the adapter's stages (trained modules exist only there)
 from ..pruning.scorers import recency_scorer
 from ..timing import interleaved
 from .common import add_model_arguments, heldout_ids, heldout_windows, load_sdtp, model_label
@@ -23,18 +24,6 @@ from .flops import flops_speedup_bound
 from .meta import results_dir, run_meta, write_results
 from .methods import Method
 from .plotting import pyplot, save_figure
-
-
-def placements(layers: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
-    """Named subsets of the adapter's stage layers (the trained modules exist only there)."""
-    n = len(layers)
-    out = {
-        f"all {n} stages": layers,
-        f"every other ({len(layers[::2])} stages)": layers[::2],
-        f"skip first 2 ({n - 2} stages)": layers[2:],
-        f"first half ({(n + 1) // 2} stages)": layers[: (n + 1) // 2],
-    }
-    return {name: value for name, value in out.items() if value}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

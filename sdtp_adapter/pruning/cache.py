@@ -13,6 +13,8 @@ from typing import Callable
 import torch
 from transformers import DynamicCache
 
+from ..compat import mask_query_length
+
 
 class SDTPCache(DynamicCache):
     """``DynamicCache`` plus per-layer original positions.
@@ -21,6 +23,8 @@ class SDTPCache(DynamicCache):
         layer_positions: ``{layer: [B, L_layer] long}`` for layers whose cache lacks pruned tokens;
             layers absent from the dict hold every position ``0 .. virtual_length - 1``.
         virtual_length: number of original positions processed so far.
+        compression: the KV press this cache is compressed by and its per-layer state
+            (``compression.eviction.CacheCompression``), or None.
     """
 
     def __init__(self, *args, **kwargs):
@@ -28,6 +32,7 @@ class SDTPCache(DynamicCache):
         self.layer_positions: dict[int, torch.Tensor] = {}
         self.virtual_length = 0
         self.in_pruning_forward: Callable[[], bool] | None = None  # set by the controller that fills it
+        self.compression = None  # set by a prefill under a KV press (compression.eviction.start_forward)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args, **kwargs):
         # Layers of a pruned cache hold different positions; only the pruning hooks know each layer's
@@ -45,9 +50,9 @@ class SDTPCache(DynamicCache):
             return self.virtual_length
         return super().get_seq_length(layer_idx)
 
-    def get_mask_sizes(self, query_length: int, layer_idx: int) -> tuple[int, int]:
+    def get_mask_sizes(self, query_length: int | torch.Tensor, layer_idx: int) -> tuple[int, int]:
         if self.virtual_length:
-            return self.virtual_length + query_length, 0
+            return self.virtual_length + mask_query_length(query_length), 0
         return super().get_mask_sizes(query_length, layer_idx)
 
 

@@ -29,6 +29,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from ..architectures import decoder_layers, decoder_of, final_norm
+from ..compression.eviction import compress_layer, start_forward
 from ..schedule import StageSchedule
 from .cache import SDTPCache
 from .inputs import check_attention, check_scores, inspect_prompt, refuse_unaligned_outputs
@@ -69,6 +70,7 @@ class PruningController:
         self.scorer = ScopedSetting(scorer)
         self.enabled = ScopedSetting(True)
         self.simulation: ScopedSetting[Simulation | None] = ScopedSetting(None)
+        self.press = ScopedSetting(None)  # a compression.KVPress evicting from the cache (``with press(sdtp):``)
         self.prune_later_chunks = prune_later_chunks
         self._local = threading.local()  # .state, .exited, .record: one set per thread
         self._warned_nan = False
@@ -91,7 +93,7 @@ class PruningController:
         ]
         for idx, layer in enumerate(decoder_layers(self._model)):
             self._handles.append(layer.register_forward_pre_hook(functools.partial(self._before_layer, idx), with_kwargs=True))
-            self._handles.append(layer.register_forward_hook(functools.partial(self._after_layer, idx)))
+            self._handles.append(layer.register_forward_hook(functools.partial(self._after_layer, idx), with_kwargs=True))
 
     @property
     def attached(self) -> bool:
@@ -139,7 +141,8 @@ class PruningController:
         local = self._local
         last_row_only, local.last_row_only = getattr(local, "last_row_only", False), False
         local.state, local.exited, local.simulation = None, None, self.simulation.value
-        if local.simulation is not None or not self.enabled.value:
+        press = self.press.value  # a KV press also runs under disable_pruning(): it needs the PASS-mode masks
+        if local.simulation is not None or not (self.enabled.value or press is not None):
             return None
         ids = kwargs.get("input_ids", args[0] if args else None)
         tokens = ids if ids is not None else kwargs["inputs_embeds"]
@@ -152,10 +155,15 @@ class PruningController:
         if use_cache is None:
             use_cache = getattr(module.config, "use_cache", True)
         past = cache.get_seq_length() if cache is not None else 0
-        if not (past == 0 or (self.prune_later_chunks and length > 1)):
+        if press is not None:
+            if past == 0 and use_cache and (cache is None or type(cache) is DynamicCache):
+                cache = kwargs[cache_key] = SDTPCache(config=module.config)  # evictions are recorded per layer
+            start_forward(press, cache, batch, past, use_cache, kwargs.get("attention_mask"))
+        if not self.enabled.value or not (past == 0 or (self.prune_later_chunks and length > 1)):
             if isinstance(cache, SDTPCache):
                 cache.in_pruning_forward = self._in_forward
             local.state = ForwardState(PASS, length, past, cache if isinstance(cache, SDTPCache) else None, batch, tokens.device)
+            local.state.press = press
             return args, kwargs
 
         check_attention(module.config)
@@ -176,7 +184,7 @@ class PruningController:
             kwargs[cache_key] = cache
             cache.in_pruning_forward = self._in_forward
         state = ForwardState(PRUNE, length, past, cache, batch, tokens.device, early_exit=not last_row_only)
-        state.schedule, state.scorer = self.schedule.value, self.scorer.value
+        state.schedule, state.scorer, state.press = self.schedule.value, self.scorer.value, press
         state.check_nan = not isinstance(state.scorer, ModuleScorer)
         state.set_padding(pad, pads)
         local.state = state
@@ -229,14 +237,14 @@ class PruningController:
         state = getattr(self._local, "state", None)
         if state is None:
             return None
-        if state.mode == PASS:
+        if state.mode == PASS or layer < state.schedule.layers[0]:
+            # every token of the chunk is here: the mask needs only the columns of this layer's cache (a
+            # sliding or evicted layer holds fewer positions than the chunk's pruned layers see)
             cols = state.layer_columns(layer)
             mask = kwargs.get("attention_mask")
             if cols is not None and mask is not None:
                 kwargs["attention_mask"] = state.pass_mask(mask, cols)
             return args, kwargs
-        if layer < state.schedule.layers[0]:
-            return None
         args, kwargs = _with_hidden(args, kwargs, self._prune(layer, _hidden_of(args, kwargs), state))
         with component("sdtp.gather"):
             for name in ("position_embeddings", "position_ids"):
@@ -247,10 +255,13 @@ class PruningController:
         state.record_layer(layer)
         return args, kwargs
 
-    def _after_layer(self, layer: int, module, args, output):
+    def _after_layer(self, layer: int, module, args, kwargs, output):
         state = getattr(self._local, "state", None)
         if state is not None and state.cache is not None:
             _record_positions(state, layer)
+            if state.press is not None:  # after the positions: eviction keeps them in step with the entries
+                compress_layer(self._model, state.cache, layer, _hidden_of(args, kwargs), _new_positions(state, layer),
+                               state.past + state.length)
         return None
 
     def _prune(self, layer: int, hidden: torch.Tensor, state: ForwardState) -> torch.Tensor:
@@ -315,10 +326,17 @@ def _record_positions(state: ForwardState, layer: int) -> None:
     pruned = state.mode == PRUNE and layer in state.kept
     if not pruned and window is None and layer not in cache.layer_positions:
         return
-    new = state.cache_positions(state.kept[layer][0]) if pruned else state.chunk_positions()
+    new = _new_positions(state, layer)
     before = state.cached_positions(layer)
     positions = new if before is None else state.concat(before, new)
     cache.layer_positions[layer] = positions if window is None else positions[:, -(window - 1) :]
+
+
+def _new_positions(state: ForwardState, layer: int) -> torch.Tensor:
+    """``[B, k]`` original positions of the chunk's tokens that layer ``layer`` cached in this forward."""
+    if state.mode == PRUNE and layer in state.kept:
+        return state.cache_positions(state.kept[layer][0])
+    return state.chunk_positions()
 
 
 def _hidden_of(args, kwargs) -> torch.Tensor:

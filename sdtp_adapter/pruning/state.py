@@ -46,6 +46,7 @@ class ForwardState:
         kept: ``{layer: (index, valid or None)}`` of each layer at or after the first stage (layers of
             one stage share the tensors; ``PruningRecord`` turns them into positions on demand).
         schedule, scorer: the settings this forward prunes by, read once when it starts.
+        press: the KV press (``compression.KVPress``) evicting from the cache after each layer, or None.
         check_nan: look for NaN scores (custom scorers; the trained modules' weights are checked at load).
         nan_scores: ``[]`` bool on the device, True once any stage's scores held a NaN.
     """
@@ -71,6 +72,7 @@ class ForwardState:
     kept: dict[int, tuple] = field(default_factory=dict)
     schedule: StageSchedule | None = None
     scorer: Any = None
+    press: Any = None
     check_nan: bool = False
     nan_scores: torch.Tensor | None = None
     _memo: dict[Any, tuple] = field(default_factory=dict)  # per stage (cleared by set_index)

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache
 
+from ...compat import cache_kwarg, cache_of
 from ...model import SDTPModel
 from ..methods import Method
 
@@ -84,8 +85,8 @@ class LegacyCacheLM(nn.Module):
         cache = DynamicCache(ddp_cache_data=past_key_values) if past_key_values is not None else DynamicCache()
         guard = self.model.disable_pruning() if isinstance(self.model, SDTPModel) else contextlib.nullcontext()
         with guard:
-            out = self.model(input_ids, attention_mask=attention_mask, cache=cache, use_cache=True)
-        legacy = tuple((layer.keys, layer.values) for layer in out.cache.layers)
+            out = self.model(input_ids, attention_mask=attention_mask, **cache_kwarg(cache), use_cache=True)
+        legacy = tuple((layer.keys, layer.values) for layer in cache_of(out).layers)
         return LegacyOutput(logits=out.logits, past_key_values=legacy)
 
 
