@@ -16,6 +16,8 @@ from transformers import (
     Qwen3Config,
 )
 
+from sdtp_adapter.compat import cache_kwarg, cache_of
+
 TINY = dict(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=8,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=False)
 # family -> (config class, fields on top of TINY)
@@ -98,3 +100,17 @@ def attn(request) -> str:
 def random_ids(length: int, batch: int = 1, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(3, 128, (batch, length), generator=g)
+
+
+def naive_greedy(model, prompt: list[int], steps: int, eos: int) -> list[int]:
+    """Greedy decoding by hand: one prefill, then one token at a time over its cache, stop at EOS."""
+    with torch.no_grad():
+        out = model(torch.tensor([prompt]), use_cache=True)
+        tokens = []
+        for _ in range(steps):
+            nxt = int(out.logits[0, -1].argmax())
+            tokens.append(nxt)
+            if nxt == eos:
+                break
+            out = model(torch.tensor([[nxt]]), **cache_kwarg(cache_of(out)), use_cache=True)
+    return tokens

@@ -10,13 +10,12 @@ import json
 
 import pytest
 import torch
-from conftest import CharTokenizer, tiny_llama
+from conftest import CharTokenizer, naive_greedy, tiny_llama
 from own_model import char_tokenizer, save_own_model
 
 from sdtp_adapter import SDTPConfig, cli, get_sdtp_model
 from sdtp_adapter.bench import suite, suite_lm_eval
 from sdtp_adapter.bench.suite_metrics import is_correct, is_degenerate, rouge_l_f1
-from sdtp_adapter.compat import cache_kwarg, cache_of
 from sdtp_adapter.data import eval_filler as F
 from sdtp_adapter.data import eval_tasks as E
 from sdtp_adapter.data import genres as genre_registry
@@ -36,20 +35,6 @@ def held_out(monkeypatch):
     """technical and novels of made-up held-out documents; nothing is fetched."""
     monkeypatch.setattr(genre_registry, "genre_texts", lambda genre, split="train": DOCS[genre] if split == "heldout" else {})
     monkeypatch.setattr(genre_registry, "available_genres", lambda: ["plays", "technical", "novels"])
-
-
-def naive_greedy(model, prompt: list[int], steps: int, eos: int) -> list[int]:
-    """Greedy decoding by hand: one prefill, then one token at a time over its cache, stop at EOS."""
-    with torch.no_grad():
-        out = model(torch.tensor([prompt]), use_cache=True)
-        tokens = []
-        for _ in range(steps):
-            nxt = int(out.logits[0, -1].argmax())
-            tokens.append(nxt)
-            if nxt == eos:
-                break
-            out = model(torch.tensor([[nxt]]), **cache_kwarg(cache_of(out)), use_cache=True)
-    return tokens
 
 
 def test_evaluate_matches_a_naive_loop_and_scores_summaries_against_the_base():

@@ -6,13 +6,11 @@ import random
 import re
 
 import pytest
-import torch
 
-from conftest import CharTokenizer, tiny_llama
+from conftest import CharTokenizer, naive_greedy, tiny_llama
 from sdtp_adapter import SDTPConfig, get_sdtp_model
 from sdtp_adapter.bench import longcontext
 from sdtp_adapter.bench.methods import Method
-from sdtp_adapter.compat import cache_kwarg, cache_of
 from sdtp_adapter.data import tasks
 from sdtp_adapter.pruning.scorers import recency_scorer
 
@@ -121,20 +119,6 @@ def test_invalid_arguments_are_refused():
         longcontext.task_suite(CharTokenizer(), TEXTS, [300], [0.5], 1, 0, ["trivia"])
 
 
-def naive_answer(model, prompt: list[int], steps: int) -> list[int]:
-    """Greedy decoding by hand: one prefill, then one token at a time over its cache, stop at EOS."""
-    with torch.no_grad():
-        out = model(torch.tensor([prompt]), use_cache=True)
-        tokens = []
-        for _ in range(steps):
-            nxt = int(out.logits[0, -1].argmax())
-            tokens.append(nxt)
-            if nxt == model.generation_config.eos_token_id:
-                break
-            out = model(torch.tensor([[nxt]]), **cache_kwarg(cache_of(out)), use_cache=True)
-    return tokens
-
-
 def test_evaluate_tasks_matches_a_naive_loop():
     tok = CharTokenizer()
     base = tiny_llama()
@@ -143,7 +127,7 @@ def test_evaluate_tasks_matches_a_naive_loop():
     samples = longcontext.task_suite(tok, TEXTS, [120, 200], [0.5], 2, 0, ("passkey", "multikey"))
     # half of the keys are what the unpruned model answers, so the base accuracy is not trivially 0
     with model.disable_pruning():
-        base_texts = [tok.decode(naive_answer(model, s["input_ids"][: s["prompt_length"]], 6)) for s in samples]
+        base_texts = [tok.decode(naive_greedy(model, s["input_ids"][: s["prompt_length"]], 6, model.generation_config.eos_token_id)) for s in samples]
     for i, s in enumerate(samples):
         if i % 2 == 0:
             s["key"], s["distractors"] = base_texts[i].split()[0], []
@@ -171,7 +155,7 @@ def test_evaluate_tasks_matches_a_naive_loop():
                 assert acc["cells"][task][length] == sum(cell) / len(cell)
     assert out["accuracy"]["base (unpruned)"]["overall"] >= 0.5
     with model.use_scorer(recency_scorer):
-        recent = [tok.decode(naive_answer(model, s["input_ids"][: s["prompt_length"]], 6)) for s in samples]
+        recent = [tok.decode(naive_greedy(model, s["input_ids"][: s["prompt_length"]], 6, model.generation_config.eos_token_id)) for s in samples]
     assert out["generations"]["recent"] == recent
     assert calls == [s["question"] for s in samples]  # the compressor saw every document with its question
     assert out["kept_share"]["base (unpruned)"] == 1.0
