@@ -58,7 +58,7 @@ def test_select_padded_keeps_the_naive_set_with_fillers_on_the_left(seed, poison
     candidates[2, :9] = False
     protected &= candidates
     budgets = [12, 9, 6]
-    order, valid = select_padded(scores, protected, candidates, torch.tensor(budgets), max(budgets))
+    order, valid = select_padded(scores, protected, candidates, budgets)
     reference = select_mask(scores, protected, budgets, candidates)
     for row, budget in enumerate(budgets):
         expected = naive_keep(scores[row].tolist(), protected[row].tolist(), budget, candidates[row].tolist())

@@ -37,7 +37,7 @@ from .scoped import ScopedSetting
 from .profiling import component
 from .pruner import ModuleScorer
 from .scorers import Scorer
-from .selection import select_indices, select_padded
+from .selection import ranking_keys, top_slots, top_slots_padded
 from .state import PASS, PRUNE, ForwardState, PruningRecord
 
 
@@ -204,13 +204,11 @@ class PruningController:
             # every position gets the last hidden state it had (early exit), then the survivors' final ones
             with component("sdtp.early_exit"):
                 full = self._norm(state.last_hidden).to(hidden.dtype)
-                full.scatter_(1, slots[..., None].expand(-1, -1, hidden.shape[-1]), hidden)
+                full[state.rows, slots] = hidden
             output.last_hidden_state = full
         # else: [B, k, d] stays; its last row is the last position's (the local window is always kept)
-        if state.padded:  # fillers point at slot 0, padding in their rows: masked out by `real`
-            exited = state.real & ~torch.zeros_like(state.real).scatter_(1, slots, state.valid)
-        else:
-            exited = state.real.scatter(1, slots, False)
+        # fillers point at slot 0, padding in their rows, which `real` already marks False
+        exited = state.real.index_put((state.rows, slots), torch.zeros((), dtype=torch.bool, device=slots.device))
         self._local.record = PruningRecord(state.length, state.kept, exited, state.lengths)
         self._local.exited = exited
         if state.nan_scores is not None and not self._warned_nan and bool(state.nan_scores):
@@ -278,7 +276,7 @@ class PruningController:
             return hidden
         if state.last_hidden is not None:
             with component("sdtp.early_exit"):
-                state.last_hidden.scatter_(1, state.index[..., None].expand(-1, -1, hidden.shape[-1]), hidden)
+                state.last_hidden[state.rows, state.index] = hidden
         with torch.no_grad(), component("sdtp.score"):
             scores = check_scores(state.scorer(layer, hidden, state.positions()), state.scorer, layer, hidden)
         with component("sdtp.select"):
@@ -289,17 +287,16 @@ class PruningController:
         if state.check_nan:
             nan = torch.isnan(scores).any()
             state.nan_scores = nan if state.nan_scores is None else state.nan_scores | nan
-        protected = state.protected.gather(1, state.index)
-        finite = not state.check_nan  # the trained modules' weights are checked finite at load: skip NaN handling
+        # the trained modules' weights are checked finite at load: skip the NaN handling for them
+        keys = ranking_keys(scores, state.take(state.bias, state.index), finite=not state.check_nan)
         if not state.padded:  # one budget for every row: the kept slots, in order
-            order = select_indices(scores, protected, state.schedule.budgets(state.length)[stage], finite)
-            state.set_index(state.index.gather(1, order), None)
-            return _gather_rows(hidden, order)
-        order, valid = select_padded(
-            scores, protected, state.valid, state.budget_rows[stage], max(state.budget_rows_host[stage]), finite
-        )
-        state.set_index(torch.where(valid, state.index.gather(1, order), 0), valid)
-        return _gather_rows(hidden, order)
+            order = top_slots(keys, state.schedule.budgets(state.length)[stage])
+            state.set_index(state.take(state.index, order), None)
+        else:
+            drop, valid = state.fillers[stage]
+            order = top_slots_padded(keys, drop)
+            state.set_index(state.take(state.index, order) * valid, valid)  # fillers: slot 0
+        return state.take(hidden, order)
 
 
 def _simulate(simulation: Simulation, layer: int, args, kwargs):
@@ -348,10 +345,3 @@ def _with_hidden(args, kwargs, hidden):
         return (hidden, *args[1:]), kwargs
     kwargs["hidden_states"] = hidden
     return args, kwargs
-
-
-def _gather_rows(hidden: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``[B, n, d]`` gathered to ``[B, k, d]`` by ``index [B, k]``."""
-    if index.shape[0] == 1:
-        return hidden.index_select(1, index[0])
-    return hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 
-def gather_tokens(obj: Any, index: torch.Tensor) -> Any:
+def gather_tokens(obj: Any, index: torch.Tensor, take: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Any:
     """Keep the tokens ``index`` of every tensor in ``obj`` along the token axis (dim 1).
 
     Works on tensors ``[b, n, ...]`` (``b`` is 1 or ``B``; a 1 is broadcast), and on tuples, lists and
@@ -15,31 +15,33 @@ def gather_tokens(obj: Any, index: torch.Tensor) -> Any:
 
     Args:
         index: ``[B, k]`` long indices into the ``n`` axis.
+        take: ``(tensor [b, n, ...], index [B, k]) -> [B, k, ...]`` (``ForwardState.take``).
     """
     if obj is None:
         return None
     if isinstance(obj, torch.Tensor):
-        batch, k = index.shape
-        if obj.shape[0] == 1:
-            if batch == 1:  # one row: a plain index_select, no index broadcasting
-                return obj.index_select(1, index[0])
-            return obj[0][index]  # shared rows (RoPE cos/sin): one indexing op gives [B, k, ...]
-        if obj.dim() == 2:  # position ids
-            return obj.gather(1, index)
-        idx = index.view(batch, k, *([1] * (obj.dim() - 2))).expand(batch, k, *obj.shape[2:])
-        return obj.gather(1, idx)
+        return take(obj, index)
     if isinstance(obj, (tuple, list)):
-        return type(obj)(gather_tokens(o, index) for o in obj)
+        return type(obj)(gather_tokens(o, index, take) for o in obj)
     if isinstance(obj, dict):
-        return {key: gather_tokens(value, index) for key, value in obj.items()}
+        return {key: gather_tokens(value, index, take) for key, value in obj.items()}
     raise TypeError(f"cannot gather tokens from {type(obj).__name__}")
 
 
-def gather_mask(mask: Any, rows: torch.Tensor | None, cols: torch.Tensor) -> Any:
-    """Select query rows and key columns of a 4-D attention mask ``[b, 1, q, kv]``.
+def check_mask(mask: Any) -> None:
+    """Only 4-D tensor masks (sdpa, eager) can be gathered to the surviving tokens."""
+    if not isinstance(mask, torch.Tensor) or mask.dim() != 4:
+        raise TypeError(
+            f"sdtp_adapter can only prune with 4-D tensor attention masks (sdpa, eager); got {type(mask).__name__}"
+        )
+
+
+def gather_mask(mask: Any, rows: torch.Tensor, index: torch.Tensor, cols: torch.Tensor) -> Any:
+    """Query rows ``index`` and key columns ``cols`` of a 4-D attention mask ``[b, 1, q, kv]``, one indexing op.
 
     Args:
-        rows: ``[B, q']`` indices into ``q`` or None to keep all rows.
+        rows: ``[B, 1]`` batch row numbers, or ``[1, 1]`` zeros when ``b`` is 1 (shared by every row).
+        index: ``[B, q']`` indices into ``q``.
         cols: ``[B, kv']`` indices into ``kv``.
     Returns:
         ``[B, 1, q', kv']`` in the mask's dtype; ``None`` stays ``None`` (sdpa's causal fast path,
@@ -47,13 +49,18 @@ def gather_mask(mask: Any, rows: torch.Tensor | None, cols: torch.Tensor) -> Any
     """
     if mask is None:
         return None
-    if not isinstance(mask, torch.Tensor) or mask.dim() != 4:
-        raise TypeError(
-            f"sdtp_adapter can only prune with 4-D tensor attention masks (sdpa, eager); got {type(mask).__name__}"
-        )
+    check_mask(mask)
+    batch, q = index.shape
+    # advanced indices around the head slice put their broadcast shape first: [B, q', kv', 1]
+    return mask[rows[:, :, None], :, index[:, :, None], cols[:, None, :]].view(batch, 1, q, cols.shape[1])
+
+
+def gather_mask_columns(mask: Any, cols: torch.Tensor) -> Any:
+    """Key columns ``cols [B, kv']`` of a 4-D attention mask ``[b, 1, q, kv]`` (every query row): ``[B, 1, q, kv']``."""
+    if mask is None:
+        return None
+    check_mask(mask)
     batch = cols.shape[0]
     if mask.shape[0] == 1 and batch > 1:
         mask = mask.expand(batch, *mask.shape[1:])
-    if rows is not None:
-        mask = mask.gather(2, rows[:, None, :, None].expand(batch, mask.shape[1], rows.shape[1], mask.shape[3]))
     return mask.gather(3, cols[:, None, None, :].expand(batch, mask.shape[1], mask.shape[2], cols.shape[1]))

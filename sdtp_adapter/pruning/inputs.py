@@ -63,7 +63,7 @@ def inspect_prompt(ids, mask, batch: int, length: int, past: int, vocab_size: in
     else:
         pad = torch.zeros(batch, dtype=torch.long, device=device)
     if ids is not None:
-        checks += [ids.min()[None], ids.max()[None]]
+        checks.append(torch.stack(torch.aminmax(ids)))
     host = torch.cat([pad] + [c.long() for c in checks]).tolist()  # the one sync of these checks
     pads, rest = host[:batch], host[batch:]
     if isinstance(mask, torch.Tensor):

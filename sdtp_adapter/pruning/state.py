@@ -9,7 +9,8 @@ import torch
 
 from ..schedule import StageSchedule
 from .cache import SDTPCache
-from .gather import gather_mask, gather_tokens
+from .gather import check_mask, gather_mask, gather_mask_columns, gather_tokens
+from .selection import filler_masks
 
 PRUNE = "prune"  # a fresh prompt: stages really drop tokens
 PASS = "pass"  # a chunk on top of an existing cache: every token goes through, masks follow the cache
@@ -40,8 +41,11 @@ class ForwardState:
             padding in every row that has fillers: its mask column is blocked for every query, its
             position is ``-1``, and scattering back to it touches no real token.
         valid: ``[B, k]`` bool, False for padding and for filler slots.
-        slot_positions: ``[B, N]`` real-token position of each slot, ``-1`` on padding.
-        protected: ``[B, N]`` bool, slots that are never pruned (first tokens, local window).
+        slot_positions: ``[B, N]`` real-token position of each slot (padded batches; negative on padding).
+        rows: ``[B, 1]`` batch row numbers, to index ``[B, N, ...]`` tensors with ``[B, k]`` slots in one op.
+        bias: ``[1 or B, N]`` ranking bias: ``+inf`` on protected slots (first tokens, local window),
+            ``-inf`` on padding (which filler slots point at), 0 elsewhere; see ``selection``.
+        fillers: per stage ``(drop, valid)`` filler masks of a padded batch (``selection.filler_masks``).
         last_hidden: ``[B, N, d]`` each slot's latest hidden state, for early-exit logits.
         kept: ``{layer: (index, valid or None)}`` of each layer at or after the first stage (layers of
             one stage share the tensors; ``PruningRecord`` turns them into positions on demand).
@@ -64,10 +68,10 @@ class ForwardState:
     early_exit: bool = True
     index: torch.Tensor | None = None
     valid: torch.Tensor | None = None
-    protected: torch.Tensor | None = None
     slot_positions: torch.Tensor | None = None
-    budget_rows: torch.Tensor | None = None
-    budget_rows_host: list[tuple[int, ...]] = field(default_factory=list)
+    rows: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    fillers: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     last_hidden: torch.Tensor | None = None
     kept: dict[int, tuple] = field(default_factory=dict)
     schedule: StageSchedule | None = None
@@ -83,28 +87,31 @@ class ForwardState:
         self.pad = pad
         self.lengths = [self.length - p for p in pads]
         self.padded = any(pads)
-        if self.padded:
-            self.real = torch.arange(self.length, device=self.device)[None] >= pad[:, None]
-        else:
-            self.real = torch.ones(self.batch, self.length, dtype=torch.bool, device=self.device)
 
     def start(self, hidden: torch.Tensor) -> None:
-        """Set up at the first stage: every slot present, protected slots marked."""
-        self.set_index(torch.arange(self.length, device=hidden.device).expand(self.batch, -1), self.real)
+        """Set up at the first stage: every slot present, the ranking bias of protected and padding
+        slots, and (padded batches) every stage's filler masks, with one host-to-device copy."""
+        device, schedule = hidden.device, self.schedule
+        slots = torch.arange(self.length, device=device)
+        self.rows = torch.arange(self.batch, device=device)[:, None]
         if self.early_exit:
             self.last_hidden = hidden.clone()
-        schedule, slots = self.schedule, torch.arange(self.length, device=hidden.device)[None]
-        if not self.padded:  # one row rule for the batch: [1, N] broadcast
+        if not self.padded:  # one rule for every row: [1, N] broadcast
+            self.real = torch.ones(self.batch, self.length, dtype=torch.bool, device=device)
             window = schedule.local_window(self.length)
-            self.protected = ((slots < schedule.protected_first) | (slots >= self.length - window)).expand(self.batch, -1)
-        else:
-            first = self.pad[:, None] + schedule.protected_first
-            tail = torch.tensor([self.length - schedule.local_window(n) for n in self.lengths], device=hidden.device)[:, None]
-            self.protected = self.real & ((slots < first) | (slots >= tail))
-            self.slot_positions = torch.where(self.real, slots - self.pad[:, None], -1)
-            # [stages, B] budgets of every row, one host-to-device copy per forward
-            self.budget_rows_host = list(zip(*(schedule.budgets(n) for n in self.lengths)))
-            self.budget_rows = torch.tensor(self.budget_rows_host, device=hidden.device)
+            protected = (slots < schedule.protected_first) | (slots >= self.length - window)
+            self.bias = torch.zeros(1, self.length, device=device).masked_fill_(protected, float("inf"))
+            self.set_index(slots.expand(self.batch, -1), None)
+            return
+        self.slot_positions = slots - self.pad[:, None]  # [B, N], negative on padding
+        self.real = self.slot_positions >= 0
+        tail = torch.tensor([[n - schedule.local_window(n)] for n in self.lengths], device=device)
+        protected = (self.slot_positions < schedule.protected_first) | (self.slot_positions >= tail)
+        bias = torch.zeros(self.batch, self.length, device=device).masked_fill_(protected, float("inf"))
+        self.bias = bias.masked_fill_(self.slot_positions < 0, float("-inf"))  # padding: never chosen
+        budgets = list(zip(*(schedule.budgets(n) for n in self.lengths)))  # [stages][B] on the host
+        self.fillers = filler_masks(budgets, device)
+        self.set_index(slots.expand(self.batch, -1), self.real)
 
     def stage_of(self, layer: int) -> int | None:
         """Index of ``layer`` among the schedule's stages, or None if it does not prune."""
@@ -123,10 +130,20 @@ class ForwardState:
         return entry[0]
 
     def positions(self) -> torch.Tensor:
-        """``[B, k]`` real-token positions of the present slots (``-1`` for padding and fillers)."""
+        """``[B, k]`` real-token positions of the present slots (negative for padding and fillers)."""
         if not self.padded:
             return self.index
-        return self._once(self._memo, "positions", (), lambda: self.slot_positions.gather(1, self.index))
+        return self._once(self._memo, "positions", (), lambda: self.take(self.slot_positions, self.index))
+
+    def take(self, obj: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``obj [b, N, ...]`` (``b`` is 1 or ``B``) at the slots ``index [B, k]``: ``[B, k, ...]``, one indexing op."""
+        return obj[self._rows_for(obj), index]
+
+    def _rows_for(self, obj: torch.Tensor) -> torch.Tensor:
+        """``[B, 1]`` batch rows to index ``obj`` with, or ``[1, 1]`` zeros for an ``obj`` shared by every row."""
+        if obj.shape[0] == self.batch:
+            return self.rows
+        return self._once(self._forward_memo, "row0", (), lambda: torch.zeros(1, 1, dtype=torch.long, device=obj.device))
 
     def record_layer(self, layer: int) -> None:
         """Note the slots entering ``layer`` (shared by the layers of one stage)."""
@@ -138,13 +155,14 @@ class ForwardState:
         if obj is None:
             return None
         if not as_mask:
-            return self._once(self._memo, ("tokens", id(obj)), (obj,), lambda: gather_tokens(obj, self.index))
+            return self._once(self._memo, ("tokens", id(obj)), (obj,), lambda: gather_tokens(obj, self.index, self.take))
         cols = self.cache_positions(self.index)
         if self.past:
             before = self.cached_positions(layer)
             cols = cols if before is None else self.concat(before, cols)
         # fillers' column is slot 0, padding in their rows: the padding mask already blocks it
-        return self._once(self._memo, ("mask", id(obj), id(cols)), (obj, cols), lambda: gather_mask(obj, self.index, cols))
+        check_mask(obj)
+        return self._once(self._memo, ("mask", id(obj), id(cols)), (obj, cols), lambda: gather_mask(obj, self._rows_for(obj), self.index, cols))
 
     def cache_positions(self, index: torch.Tensor) -> torch.Tensor:
         """Original positions a pruned layer caches for this chunk: ``index`` shifted by ``past``; fillers
@@ -179,7 +197,7 @@ class ForwardState:
     def pass_mask(self, mask: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """The key columns ``cols`` of a ``pass`` chunk's mask, once per (mask, columns) pair: layers that
         cached the same positions share the result."""
-        return self._once(self._forward_memo, ("pass-mask", id(mask), id(cols)), (mask, cols), lambda: gather_mask(mask, None, cols))
+        return self._once(self._forward_memo, ("pass-mask", id(mask), id(cols)), (mask, cols), lambda: gather_mask_columns(mask, cols))
 
     def layer_columns(self, layer: int) -> torch.Tensor | None:
         """Original positions of the keys layer ``layer`` attends to in a ``pass`` chunk, or None if all."""
