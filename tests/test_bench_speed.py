@@ -12,7 +12,7 @@ from own_model import char_tokenizer, save_own_model, snapshot
 
 from sdtp_adapter import SDTPConfig, cli, get_sdtp_model
 from sdtp_adapter.architectures import model_dims
-from sdtp_adapter.bench import speed
+from sdtp_adapter.bench import greedy_timing, speed, speed_inputs
 from sdtp_adapter.bench.common import UserText, model_label, prose_ids, prose_windows
 from sdtp_adapter.bench.meta import REPO_RESULTS_DIR
 from sdtp_adapter.bench.flops import count_flops, flops_check, prefill_call
@@ -113,7 +113,7 @@ def test_greedy_run_produces_generate_tokens(prune):
     sdtp = tiny_sdtp()
     ids = random_ids(40)
     with contextlib.nullcontext() if prune else sdtp.disable_pruning():
-        times, tokens = speed.greedy_run(sdtp, ids, decode_tokens=5)
+        times, tokens = greedy_timing.greedy_run(sdtp, ids, decode_tokens=5)
         with torch.inference_mode():
             reference = sdtp.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)[0, 40:].tolist()
     assert tokens == reference
@@ -273,7 +273,7 @@ def test_prompts_are_the_users_text_from_its_start():
 
 def test_speed_random_init_refuses_the_users_text():
     with pytest.raises(ValueError, match="--random-init feeds random tokens"):
-        speed.load_inputs("llama3.2-1b", None, torch.float32, "cpu", True, 64, text=UserText("--text-file x", "abc"))
+        speed_inputs.load_inputs("llama3.2-1b", None, torch.float32, "cpu", True, 64, text=UserText("--text-file x", "abc"))
 
 
 @pytest.mark.parametrize("model, label", [

@@ -14,7 +14,7 @@ from transformers import AutoConfig
 
 from sdtp_adapter import SDTPConfig
 from sdtp_adapter.architectures import model_dims
-from sdtp_adapter.bench import gpu_report, shapes, speed
+from sdtp_adapter.bench import gpu_report, shapes, speed_inputs
 from sdtp_adapter.bench.flops import flops_speedup_bound
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,9 +103,9 @@ def test_table_defaults_and_errors():
     with pytest.raises(ValueError, match=r"model='llama-70b'.*allowed: \["):
         shapes.get_shape("llama-70b")
     with pytest.raises(ValueError, match="model='llama3.1-8b' has no packaged weights; add --random-init"):
-        speed.load_inputs("llama3.1-8b", None, torch.bfloat16, "cpu", random_init=False, max_length=64)
+        speed_inputs.load_inputs("llama3.1-8b", None, torch.bfloat16, "cpu", random_init=False, max_length=64)
     with pytest.raises(ValueError, match="--shape-config x.json needs --random-init"):
-        speed.load_inputs("llama3.1-8b", None, torch.bfloat16, "cpu", random_init=False, max_length=64, shape_config_file="x.json")
+        speed_inputs.load_inputs("llama3.1-8b", None, torch.bfloat16, "cpu", random_init=False, max_length=64, shape_config_file="x.json")
 
 
 # ---------------------------------------------------------------------------------------------- targets

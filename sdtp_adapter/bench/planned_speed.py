@@ -5,7 +5,7 @@
 
 For every prompt length and target speedup the planner (``planning``) chooses a schedule; the prefill of
 the unpruned base and of every planned schedule at that length are then timed in interleaved rounds,
-as ``sdtp bench speed`` times its prefill column (``speed.greedy_run`` without decode steps, in
+as ``sdtp bench speed`` times its prefill column (``greedy_timing.greedy_run`` without decode steps, in
 ``timing.interleaved``). The prediction is the analytic FLOPs bound (``bench.flops``). One untimed
 prefill per schedule afterwards gives the K/V bytes cached (against the plan's KV model) and the tokens
 entering each layer (against the plan's).
@@ -35,7 +35,9 @@ from ..zoo import MODELS
 from .common import add_model_arguments, add_text_arguments, read_user_text
 from .flops import prefill_call
 from .meta import results_dir, run_meta, write_results
-from .speed import DTYPES, MIB, greedy_run, load_inputs, summary
+from .greedy_timing import greedy_run, summary
+from .speed import DTYPES, MIB
+from .speed_inputs import load_inputs
 
 SCORERS = {"trained": None, "recency": recency_scorer, "norm": norm_scorer}
 TOLERANCE = 0.10  # the target: measured within 10% of predicted

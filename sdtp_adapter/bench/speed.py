@@ -33,31 +33,29 @@ from __future__ import annotations
 import argparse
 import contextlib
 import shlex
-import statistics
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..architectures import model_dims
-from ..compat import cache_kwarg, cache_of
+from ..compat import cache_of
 from ..model import SDTPModel
 from ..pruning.cache import kv_bytes
 from ..timing import interleaved
 from ..zoo import DEFAULT_MODEL, MODELS
-from .common import UserText, add_revision_argument, add_text_arguments, adapter_source
-from .common import model_label, prose_ids, read_user_text
+from .common import add_revision_argument, add_text_arguments, read_user_text
 from .components import component_costs
 from .flops import flops_check, flops_speedup_bound, prefill_call, prefill_flops, pruned_prefill_flops
+from .greedy_timing import GreedyTimes, greedy_run, summary
 from .memory import cpu_method, peak_memory
 from .meta import add_out_argument, results_dir, run_meta, write_results
+from .shapes import SHAPES, check_finite
+from .speed_inputs import default_lengths, load_inputs
 from .speed_render import METHODS, plot, render  # noqa: F401 - render: this section's markdown
-from .shapes import SHAPES, attach_pruning, check_finite, get_shape, random_model, shape_config
 
 DTYPES = ("float32", "bfloat16", "float16")
-DEFAULT_LENGTHS = MODELS[DEFAULT_MODEL].bench_lengths  # for a --model without a shape of its own
 MIB = 2**20
 
 
@@ -140,57 +138,6 @@ def section_name(model: str, device: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- measuring
-@dataclass(frozen=True)
-class GreedyTimes:
-    """Wall-clock phases of one greedy generation (seconds).
-
-    Attributes:
-        prefill_s: the prompt forward (``logits_to_keep=1``) until its outputs are ready.
-        ttft_s: prefill plus picking the first token and reading it on the host.
-        decode_s: the ``decode_tokens`` one-token steps after that (each token read on the host).
-    """
-
-    prefill_s: float
-    ttft_s: float
-    decode_s: float
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def greedy_run(model: torch.nn.Module, ids: torch.Tensor, decode_tokens: int) -> tuple[GreedyTimes, list[int]]:
-    """Greedy generation of ``1 + decode_tokens`` tokens after ``ids [1, N]``, timed per phase.
-
-    The loop is ``generate``'s greedy path without its bookkeeping: prefill, argmax of the last
-    logits, then one-token forwards on the returned cache. Every token is read on the host (as a
-    streaming client would), which also makes the timings include the device work.
-    """
-    device = ids.device
-    with torch.inference_mode():
-        start = time.perf_counter()
-        out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-        _synchronize(device)
-        prefilled = time.perf_counter()
-        token = out.logits[:, -1].argmax(dim=-1, keepdim=True)  # [1, 1]
-        tokens = [int(token.item())]
-        first = time.perf_counter()
-        cache = cache_of(out)
-        for _ in range(decode_tokens):
-            out = model(input_ids=token, **cache_kwarg(cache), use_cache=True)
-            cache = cache_of(out)
-            token = out.logits[:, -1].argmax(dim=-1, keepdim=True)
-            tokens.append(int(token.item()))
-        end = time.perf_counter()
-    return GreedyTimes(prefilled - start, first - start, end - first), tokens
-
-
-def summary(values: list[float]) -> dict:
-    """``{"median", "min", "max", "values"}`` of one timed quantity."""
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": list(values)}
-
-
 def measure_length(
     sdtp: SDTPModel, ids: torch.Tensor, repeats: int, warmup: int, decode_tokens: int, device: str = "cpu"
 ) -> dict:
@@ -302,82 +249,7 @@ def _progress(row: dict) -> str:
     )
 
 
-# ---------------------------------------------------------------------------------------------- loading
-def load_inputs(
-    model_name: str,
-    adapter: str | None,
-    dtype: torch.dtype,
-    device: str,
-    random_init: bool,
-    max_length: int,
-    shape_config_file: str | None = None,
-    revision: str | None = None,
-    text: UserText | None = None,
-):
-    """``(SDTPModel on device, input token ids, description)`` for a ``--model`` or a random-init shape.
-
-    Real weights read ``text`` (None: the held-out plays, never trained on) from its start;
-    ``random_init`` builds the model on ``device`` from ``recipes/configs/<model>.json`` (or
-    ``shape_config_file``) with random weights and feeds random tokens (see ``bench.shapes``).
-    """
-    if shape_config_file and not random_init:
-        raise ValueError(f"--shape-config {shape_config_file} needs --random-init")
-    if random_init:
-        if text is not None:
-            raise ValueError(f"{text.source}: --random-init feeds random tokens; drop --text-file/--dataset or --random-init")
-        return _random_inputs(model_name, adapter, dtype, device, max_length, shape_config_file)
-    if model_name in SHAPES and model_name not in MODELS and not Path(model_name).is_dir():
-        raise ValueError(f"model={model_name!r} has no packaged weights; add --random-init, or use one of {sorted(MODELS)}, "
-                         "a local transformers folder or a Hub id")
-    from ..loading import load_base
-
-    source = adapter_source(model_name, adapter)  # before the load: a missing --adapter fails at once
-    model, tokenizer = load_base(model_name, revision=revision, dtype=str(dtype).removeprefix("torch."))
-    all_ids = prose_ids(tokenizer, max_length, text)[0].tolist()
-    model.to(device)
-    sdtp = SDTPModel.from_pretrained(model, source)
-    if model_name in MODELS:
-        upstream = MODELS[model_name].upstream
-    else:
-        upstream = model.name_or_path + (f" (revision {revision})" if revision else "")
-    description = {
-        "model": model_label(model_name),
-        "upstream": upstream,
-        "adapter": str(adapter) if adapter else "shipped",
-        "dtype": str(dtype).removeprefix("torch."),
-        "attention": "sdpa",
-        "weights": "real weights",
-        "input": "held-out Shakespeare plays from their start" if text is None else f"{text.source}, from its start",
-    }
-    return sdtp, all_ids, description
-
-
-def _random_inputs(model_name: str, adapter: str | None, dtype: torch.dtype, device: str, max_length: int,
-                   shape_config_file: str | None):
-    """``load_inputs`` for ``--random-init``: the shape's config, random weights, random tokens."""
-    shape = get_shape(model_name)
-    config = shape_config(model_name, shape_config_file, max_length)
-    model = random_model(config, device, dtype, seed=0)
-    sdtp, adapter_text = attach_pruning(model, shape, adapter, fresh=shape_config_file is not None)
-    all_ids = torch.randint(10, config.vocab_size, (max_length,), generator=torch.Generator().manual_seed(0)).tolist()
-    upstream = shape.upstream + (f", shape from {shape_config_file}" if shape_config_file else "")
-    description = {
-        "model": model_name,
-        "upstream": upstream,
-        "adapter": adapter_text,
-        "dtype": str(dtype).removeprefix("torch."),
-        "attention": "sdpa",
-        "weights": "random weights (speed only: timings depend on shapes, not values)",
-        "input": "random tokens",
-    }
-    return sdtp, all_ids, description
-
-
-def default_lengths(model: str) -> tuple[int, ...]:
-    """``--lengths`` when not given: the shape's (packaged models, Llama shapes), else 1K-8K."""
-    return SHAPES[model].lengths if model in SHAPES else DEFAULT_LENGTHS
-
-
+# ---------------------------------------------------------------------------------------------- entry points
 def run(args: argparse.Namespace) -> dict:
     """Run the section from parsed ``sdtp bench speed`` arguments; results go to ``args.out``."""
     settings = SpeedSettings(

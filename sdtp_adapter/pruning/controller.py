@@ -204,7 +204,7 @@ class PruningController:
             # every position gets the last hidden state it had (early exit), then the survivors' final ones
             with component("sdtp.early_exit"):
                 full = self._norm(state.last_hidden).to(hidden.dtype)
-                full[state.rows, slots] = hidden
+                state.put(full, slots, hidden)
             output.last_hidden_state = full
         # else: [B, k, d] stays; its last row is the last position's (the local window is always kept)
         # fillers point at slot 0, padding in their rows, which `real` already marks False
@@ -276,7 +276,7 @@ class PruningController:
             return hidden
         if state.last_hidden is not None:
             with component("sdtp.early_exit"):
-                state.last_hidden[state.rows, state.index] = hidden
+                state.put(state.last_hidden, state.index, hidden)
         with torch.no_grad(), component("sdtp.score"):
             scores = check_scores(state.scorer(layer, hidden, state.positions()), state.scorer, layer, hidden)
         with component("sdtp.select"):

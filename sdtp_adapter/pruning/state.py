@@ -137,7 +137,16 @@ class ForwardState:
 
     def take(self, obj: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``obj [b, N, ...]`` (``b`` is 1 or ``B``) at the slots ``index [B, k]``: ``[B, k, ...]``, one indexing op."""
+        if self.batch == 1:  # one row: index_select is several times faster than advanced indexing on a CPU
+            return obj.index_select(1, self._once(self._memo, ("row", id(index)), (index,), lambda: index[0]))
         return obj[self._rows_for(obj), index]
+
+    def put(self, obj: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
+        """``obj [B, N, ...]`` at the slots ``index [B, k]`` set to ``values [B, k, ...]`` in place (the inverse of ``take``)."""
+        if self.batch == 1:
+            obj.index_copy_(1, self._once(self._memo, ("row", id(index)), (index,), lambda: index[0]), values)
+        else:
+            obj[self.rows, index] = values
 
     def _rows_for(self, obj: torch.Tensor) -> torch.Tensor:
         """``[B, 1]`` batch rows to index ``obj`` with, or ``[1, 1]`` zeros for an ``obj`` shared by every row."""
