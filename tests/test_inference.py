@@ -140,6 +140,33 @@ def test_left_padded_batch_matches_each_prompt_alone(attn):
             assert torch.equal(batch_tokens[row : row + 1], solo_tokens)
 
 
+def test_a_scorer_sees_real_positions_and_minus_one_on_padding_and_fillers():
+    """The positions handed to a scorer in a padded batch: each row's real positions in order, ``-1`` on
+    padding and on filler slots (rows with a smaller budget than the batch's largest)."""
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(**STAGES))
+    seen = []
+
+    def recording_recency(layer, hidden, positions):
+        seen.append(positions.clone())
+        return positions.float()
+
+    ids, mask = left_padded([random_ids(60, seed=1), random_ids(45, seed=2)])
+    with torch.no_grad(), model.use_scorer(recording_recency):
+        model(ids, attention_mask=mask)
+    record = model.last_pruning
+    assert len(seen) == len(STAGES["prune_layers"])
+    previous = [None] + STAGES["prune_layers"][:-1]  # a stage scores what the stage before it kept
+    for before, positions in zip(previous, seen):
+        assert positions.min() == -1 and (positions >= -1).all()
+        for row, n in enumerate((60, 45)):
+            if before is None:
+                expected = torch.arange(n)
+            else:
+                slots = record.kept_positions[before][row]
+                expected = slots[slots >= 0] - (60 - n)  # slots of the padded row -> the prompt's positions
+            assert torch.equal(positions[row][positions[row] >= 0], expected)
+
+
 def test_static_cache_is_refused_up_front():
     from transformers import StaticCache
 

@@ -41,7 +41,7 @@ def last_query_attention_scorer(model: nn.Module):
     Computed with layer ``L``'s own attention on the hidden states entering it (input norm -> q/k
     projections (+ per-head q/k norms) -> RoPE at the real positions -> ``softmax(q_last . k * scale)``),
     averaged over the query heads; grouped key/value heads are shared by their query heads as in the
-    model. Padding slots (position ``-1``) receive no attention and score 0.
+    model. Padding and filler slots (position ``-1``) receive no attention and score 0.
 
     The row is the full-attention one even on a sliding-window layer: there the real row is zero
     outside the window, which would make this scorer a recency rule.

@@ -41,7 +41,7 @@ class ForwardState:
             padding in every row that has fillers: its mask column is blocked for every query, its
             position is ``-1``, and scattering back to it touches no real token.
         valid: ``[B, k]`` bool, False for padding and for filler slots.
-        slot_positions: ``[B, N]`` real-token position of each slot (padded batches; negative on padding).
+        slot_positions: ``[B, N]`` real-token position of each slot (padded batches; ``-1`` on padding).
         rows: ``[B, 1]`` batch row numbers, to index ``[B, N, ...]`` tensors with ``[B, k]`` slots in one op.
         bias: ``[1 or B, N]`` ranking bias: ``+inf`` on protected slots (first tokens, local window),
             ``-inf`` on padding (which filler slots point at), 0 elsewhere; see ``selection``.
@@ -103,7 +103,7 @@ class ForwardState:
             self.bias = torch.zeros(1, self.length, device=device).masked_fill_(protected, float("inf"))
             self.set_index(slots.expand(self.batch, -1), None)
             return
-        self.slot_positions = slots - self.pad[:, None]  # [B, N], negative on padding
+        self.slot_positions = (slots - self.pad[:, None]).clamp(min=-1)  # [B, N], -1 on padding
         self.real = self.slot_positions >= 0
         tail = torch.tensor([[n - schedule.local_window(n)] for n in self.lengths], device=device)
         protected = (self.slot_positions < schedule.protected_first) | (self.slot_positions >= tail)
@@ -130,7 +130,7 @@ class ForwardState:
         return entry[0]
 
     def positions(self) -> torch.Tensor:
-        """``[B, k]`` real-token positions of the present slots (negative for padding and fillers)."""
+        """``[B, k]`` real-token positions of the present slots (``-1`` for padding and fillers)."""
         if not self.padded:
             return self.index
         return self._once(self._memo, "positions", (), lambda: self.take(self.slot_positions, self.index))
