@@ -52,7 +52,7 @@ def test_extra_ops_of_a_pruned_prefill_are_bounded():
     model = get_sdtp_model(tiny_llama(), STAGES)
     base, pruned = base_and_pruned(model, input_ids=random_ids(64))
     base_total, extra = sum(base.ops.values()), sum(pruned.ops.values()) - sum(base.ops.values())
-    assert extra <= 0.20 * base_total, (extra, base_total)  # 95 / 615 = 15.4% (was 36%, then 19%)
+    assert extra <= 0.20 * base_total, (extra, base_total)  # 96 / 615 = 15.6% (was 36%, then 19%)
     base, pruned = base_and_pruned(model, **padded_batch())
     base_total, extra = sum(base.ops.values()), sum(pruned.ops.values()) - sum(base.ops.values())
     # padded rows need per-row budgets, filler slots and 4-D mask gathers: 140 / 735 = 19.0% (was 41%, then

@@ -10,7 +10,7 @@ import torch
 from ..schedule import StageSchedule
 from .cache import SDTPCache
 from .gather import check_mask, gather_mask, gather_mask_columns, gather_tokens
-from .selection import filler_masks
+from .selection import filler_masks, ranking_bias
 
 PRUNE = "prune"  # a fresh prompt: stages really drop tokens
 PASS = "pass"  # a chunk on top of an existing cache: every token goes through, masks follow the cache
@@ -100,15 +100,14 @@ class ForwardState:
             self.real = torch.ones(self.batch, self.length, dtype=torch.bool, device=device)
             window = schedule.local_window(self.length)
             protected = (slots < schedule.protected_first) | (slots >= self.length - window)
-            self.bias = torch.zeros(1, self.length, device=device).masked_fill_(protected, float("inf"))
+            self.bias = ranking_bias(protected[None])
             self.set_index(slots.expand(self.batch, -1), None)
             return
         self.slot_positions = (slots - self.pad[:, None]).clamp(min=-1)  # [B, N], -1 on padding
         self.real = self.slot_positions >= 0
         tail = torch.tensor([[n - schedule.local_window(n)] for n in self.lengths], device=device)
         protected = (self.slot_positions < schedule.protected_first) | (self.slot_positions >= tail)
-        bias = torch.zeros(self.batch, self.length, device=device).masked_fill_(protected, float("inf"))
-        self.bias = bias.masked_fill_(self.slot_positions < 0, float("-inf"))  # padding: never chosen
+        self.bias = ranking_bias(protected, candidates=self.real)  # padding (and fillers, at slot 0): never chosen
         budgets = list(zip(*(schedule.budgets(n) for n in self.lengths)))  # [stages][B] on the host
         self.fillers = filler_masks(budgets, device)
         self.set_index(slots.expand(self.batch, -1), self.real)
@@ -138,15 +137,19 @@ class ForwardState:
     def take(self, obj: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """``obj [b, N, ...]`` (``b`` is 1 or ``B``) at the slots ``index [B, k]``: ``[B, k, ...]``, one indexing op."""
         if self.batch == 1:  # one row: index_select is several times faster than advanced indexing on a CPU
-            return obj.index_select(1, self._once(self._memo, ("row", id(index)), (index,), lambda: index[0]))
+            return obj.index_select(1, self._only_row(index))
         return obj[self._rows_for(obj), index]
 
     def put(self, obj: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
         """``obj [B, N, ...]`` at the slots ``index [B, k]`` set to ``values [B, k, ...]`` in place (the inverse of ``take``)."""
         if self.batch == 1:
-            obj.index_copy_(1, self._once(self._memo, ("row", id(index)), (index,), lambda: index[0]), values)
+            obj.index_copy_(1, self._only_row(index), values)
         else:
             obj[self.rows, index] = values
+
+    def _only_row(self, index: torch.Tensor) -> torch.Tensor:
+        """``index[0]`` of a one-row batch, once per index tensor and stage."""
+        return self._once(self._memo, ("row", id(index)), (index,), lambda: index[0])
 
     def _rows_for(self, obj: torch.Tensor) -> torch.Tensor:
         """``[B, 1]`` batch rows to index ``obj`` with, or ``[1, 1]`` zeros for an ``obj`` shared by every row."""
