@@ -134,11 +134,30 @@ def own_model(tmp_path_factory):
     return save_own_model(tmp_path_factory.mktemp("own"))
 
 
-def test_suite_section_end_to_end_writes_json_and_page_with_intervals(own_model, held_out, tmp_path, monkeypatch):
+def test_suite_section_end_to_end_writes_json_and_page_with_intervals(own_model, held_out, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    cli.main(["bench", "suite", "--model", str(own_model / "tiny-llama"), "--adapter", str(own_model / "adapter"),
-              "--lengths", "400", "700", "--prompts", "2", "--methods", "sdtp", "recency", "--summary-tokens", "12",
-              "--lm-eval", "--out", "runs"])
+    command = ["bench", "suite", "--model", str(own_model / "tiny-llama"), "--adapter", str(own_model / "adapter"),
+               "--lengths", "400", "700", "--prompts", "2", "--methods", "sdtp", "recency", "--summary-tokens", "12",
+               "--lm-eval", "--out", "runs"]
+    real, generated = suite.greedy_ids, []
+
+    def killed_after_ten(*args, **kwargs):
+        if len(generated) == 10:
+            raise KeyboardInterrupt
+        generated.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(suite, "greedy_ids", killed_after_ten)
+    with pytest.raises(SystemExit) as stopped:  # the CLI turns Ctrl-C into exit status 130
+        cli.main(command)
+    assert stopped.value.code == 130
+    journal = tmp_path / "runs" / "suite-tiny-llama.journal.jsonl"
+    assert len(journal.read_text().splitlines()) == 1 + 10  # the fingerprint, then one line per generation
+    monkeypatch.setattr(suite, "greedy_ids", real)
+    capsys.readouterr()
+    cli.main(command)  # the rerun resumes
+    assert "suite: 10 generations read back from runs/suite-tiny-llama.journal.jsonl" in capsys.readouterr().out
+    assert not journal.exists()  # removed once the results are written
     res = json.loads((tmp_path / "runs" / "suite-tiny-llama.json").read_text())["results"]
     assert res["methods"] == [suite.BASE, suite.METHOD_IDS["sdtp"], suite.METHOD_IDS["recency"]]
     assert len(res["samples"]) == len(E.TASKS) * 2 * 2 and res["filler"] == {g: sorted(d) for g, d in DOCS.items()}

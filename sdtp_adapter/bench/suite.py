@@ -28,6 +28,7 @@ from ..data.eval_tasks import TASKS, build_suite
 from ..model import SDTPModel
 from .common import adapter_source, add_model_arguments, load_sdtp, model_label
 from .genre_fidelity import GenreNotAvailable
+from .journal import GenerationJournal, ids_sha256, tensors_sha256
 from .meta import results_dir, run_meta, write_results
 from .methods import Method, standard_methods
 from .suite_metrics import is_correct, is_degenerate, rouge_l_f1, surname_recall
@@ -129,12 +130,14 @@ class Progress:
 
 
 def evaluate(sdtp: SDTPModel, tokenizer, samples: list[dict], methods: list[Method], summary_tokens: int = SUMMARY_TOKENS,
-             answer_tokens: dict[str, int] | None = None, progress_stream=None) -> dict:
+             answer_tokens: dict[str, int] | None = None, progress_stream=None,
+             journal: GenerationJournal | None = None) -> dict:
     """Greedy generations of every method on every sample, scored.
 
     The first method must be the unpruned base: its summaries are the references of the others.
     ``answer_tokens`` overrides ``ANSWER_TOKENS`` per task; progress and the ETA go to
-    ``progress_stream`` (default stdout).
+    ``progress_stream`` (default stdout). With a ``journal``, generations it already holds are read
+    from it instead of run, and every new one is recorded in it as soon as it finishes.
 
     Returns:
         ``{methods, kept_share: {method: mean}, per_prompt: {method: {text, score, recall, degenerate,
@@ -149,7 +152,10 @@ def evaluate(sdtp: SDTPModel, tokenizer, samples: list[dict], methods: list[Meth
     budget = ANSWER_TOKENS | {"summarization": summary_tokens} | (answer_tokens or {})
     special = set(getattr(tokenizer, "all_special_ids", None) or [tokenizer.eos_token_id])
     layers = model_dims(sdtp.base_model).num_layers
-    progress = Progress(len(samples) * len(methods), stream=progress_stream)
+    done = 0 if journal is None else sum(journal.get(m.name, i) is not None for m in methods for i in range(len(samples)))
+    if done:
+        print(f"suite: {done} generations read back from {journal.path}", file=progress_stream or sys.stdout, flush=True)
+    progress = Progress(len(samples) * len(methods) - done, stream=progress_stream)
     per_prompt, kept_share, references = {}, {}, []
     for method in methods:
         rows = {"text": [], "score": [], "recall": [], "degenerate": [], "new_tokens": []}
@@ -157,7 +163,12 @@ def evaluate(sdtp: SDTPModel, tokenizer, samples: list[dict], methods: list[Meth
         with method.activate(sdtp):
             for i, sample in enumerate(samples):
                 prompt = sample["prompt_ids"]
-                ids = greedy_ids(sdtp, prompt, budget[sample["task"]])
+                ids = journal.get(method.name, i) if journal is not None else None
+                if ids is None:
+                    ids = greedy_ids(sdtp, prompt, budget[sample["task"]])
+                    if journal is not None:
+                        journal.put(method.name, i, ids)
+                    progress.advance(method.name)
                 tokens = [t for t in ids if t not in special]
                 if method is methods[0]:
                     references.append(tokens)
@@ -172,7 +183,6 @@ def evaluate(sdtp: SDTPModel, tokenizer, samples: list[dict], methods: list[Meth
                 rows["degenerate"].append(is_degenerate(tokens))
                 rows["new_tokens"].append(len(tokens))
                 shares.append(sdtp.active_schedule.kept_share(len(prompt), layers) if method.prune else 1.0)
-                progress.advance(method.name)
         per_prompt[method.name], kept_share[method.name] = rows, sum(shares) / len(shares)
     return {"methods": [m.name for m in methods], "kept_share": kept_share, "per_prompt": per_prompt}
 
@@ -181,6 +191,17 @@ def sample_record(sample: dict) -> dict:
     """What the results keep of a sample (not its document: ``--seed`` rebuilds it)."""
     keep = ("task", "length", "index", "genre", "source", "template", "depth", "bucket", "key", "prompt_length")
     return {k: sample[k] for k in keep}
+
+
+def journal_fingerprint(args: argparse.Namespace, sdtp: SDTPModel, samples: list[dict]) -> dict:
+    """What the suite's generations depend on: a journal with another fingerprint belongs to another run."""
+    versions = run_meta("")["versions"]
+    return {
+        "model": model_label(args.model), "revision": getattr(args, "revision", None), "adapter": args.adapter,
+        "adapter_sha256": tensors_sha256(sdtp.pruners.state_dict()), "sdtp_config": sdtp.sdtp_config.to_dict(),
+        "prompts_sha256": ids_sha256(s["prompt_ids"] for s in samples), "summary_tokens": args.summary_tokens,
+        "answer_tokens": ANSWER_TOKENS, "versions": {k: versions.get(k) for k in ("torch", "transformers", "sdtp-adapter")},
+    }
 
 
 def render(data: dict) -> list[str]:
@@ -202,7 +223,9 @@ def run(args: argparse.Namespace) -> dict:
     samples = build_suite(tokenizer, pool, tasks, lengths, args.prompts, args.seed)
     print(f"suite: {len(samples)} prompts ({len(tasks)} tasks x {len(lengths)} lengths x {args.prompts}) x "
           f"{len(methods)} methods; filler: held-out {', '.join(pool.genres)}", flush=True)
-    evaluation = evaluate(sdtp, tokenizer, samples, methods, args.summary_tokens)
+    name = f"suite-{model_label(args.model)}"
+    journal = GenerationJournal(directory / f"{name}.journal.jsonl", journal_fingerprint(args, sdtp, samples))
+    evaluation = evaluate(sdtp, tokenizer, samples, methods, args.summary_tokens, journal=journal)
     records = [sample_record(s) for s in samples]
     results = {
         "model": model_label(args.model), "adapter": args.adapter, "lengths": lengths, "prompts": args.prompts,
@@ -211,7 +234,6 @@ def run(args: argparse.Namespace) -> dict:
     } | evaluation | summarize(records, evaluation)
     results["verdict"] = verdict(results)
     data = {"meta": run_meta(args.command_line), "results": results}
-    name = f"suite-{model_label(args.model)}"
     write_results(name, data["meta"], results, directory)  # kept even if the lm-eval part fails
     if args.lm_eval:
         from .suite_lm_eval import lm_eval_section
@@ -221,4 +243,5 @@ def run(args: argparse.Namespace) -> dict:
         results["lm_eval"] = lm_eval_section(sdtp, tokenizer, pool, lengths, prompts, args.seed, folder)
         results["verdict"] = verdict(results)
         write_results(name, data["meta"], results, directory)
+    journal.remove()  # everything is written: a rerun generates afresh
     return data
