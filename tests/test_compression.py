@@ -35,22 +35,24 @@ def reference_keep(scores: list[float], budget: int, sink: int, recent: int) -> 
     return sorted(protected | set(rest[: budget - len(protected)]))
 
 
-def eager_attentions(model, ids) -> list[torch.Tensor]:
-    """The unpruned model's own attention maps ``[H, n, n]`` per layer (eager returns them)."""
+def pressed_prefill(press, n: int):
+    """The unpruned model's own attention maps ``[H, n, n]`` per layer (eager returns them), the kept entries
+    per layer and KV head ``[[positions]]`` after a prefill under ``press``, and query heads per KV head."""
+    model, ids = sdtp_model("eager"), random_ids(n)
     with torch.no_grad(), model.disable_pruning():
-        return [a[0] for a in model(ids, output_attentions=True).attentions]
+        maps = [a[0] for a in model(ids, output_attentions=True).attentions]
+        with press(model):
+            cache = cache_of(model(ids, use_cache=True))
+    kept = [kept_by_head(cache, layer) for layer in range(len(maps))]
+    return maps, kept, maps[0].shape[0] // cache.layers[0].keys.shape[1]
 
 
 @pytest.mark.parametrize("press", [H2OPress(max_tokens=20, sink_tokens=3, recent_tokens=5),
                                    H2OPress(compression_ratio=0.7, sink_tokens=0, recent_tokens=1)])
 def test_h2o_prefill_keeps_the_entries_with_most_attention_received(press):
-    model, ids = sdtp_model("eager"), random_ids(48)
-    maps = eager_attentions(model, ids)
-    with torch.no_grad(), model.disable_pruning(), press(model):
-        cache = cache_of(model(ids, use_cache=True))
-    groups = maps[0].shape[0] // cache.layers[0].keys.shape[1]
-    for layer, attn in enumerate(maps):
-        for g, kept in enumerate(kept_by_head(cache, layer)):
+    maps, kept_entries, groups = pressed_prefill(press, 48)
+    for attn, by_head in zip(maps, kept_entries):
+        for g, kept in enumerate(by_head):
             received = attn[g * groups:(g + 1) * groups].sum(dim=1).mean(dim=0).tolist()  # summed over queries
             assert kept == reference_keep(received, press.budget(48), press.sink_tokens, press.recent_tokens)
 
@@ -58,13 +60,9 @@ def test_h2o_prefill_keeps_the_entries_with_most_attention_received(press):
 @pytest.mark.parametrize("pooling", ["avg", "max"])
 def test_snapkv_prefill_keeps_the_entries_the_observation_window_pools_highest(pooling):
     press, n, w = SnapKVPress(max_tokens=18, sink_tokens=2, window_size=6, kernel_size=5, pooling=pooling), 48, 6
-    model, ids = sdtp_model("eager"), random_ids(n)
-    maps = eager_attentions(model, ids)
-    with torch.no_grad(), model.disable_pruning(), press(model):
-        cache = cache_of(model(ids, use_cache=True))
-    groups = maps[0].shape[0] // cache.layers[0].keys.shape[1]
-    for layer, attn in enumerate(maps):
-        for g, kept in enumerate(kept_by_head(cache, layer)):
+    maps, kept_entries, groups = pressed_prefill(press, n)
+    for attn, by_head in zip(maps, kept_entries):
+        for g, kept in enumerate(by_head):
             scores = [0.0] * (n - w)
             for h in range(g * groups, (g + 1) * groups):
                 votes = attn[h, -w:, : n - w].mean(dim=0).tolist()  # the window's rows, before the window
