@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The training ablation of docs/training.md (issue 12), SmolLM2-135M-Instruct at a small scale: each arm trains
+# 48 samples x 1024 tokens of plays/novels/code/technical (train documents) for 40 joint steps of batch 2, then
+# is measured on held-out documents (5 genres, the bible never trained on) and a short held-out task suite.
+#   bash recipes/ablation.sh OUT                 # every arm (about 50 min each on 2 cores), then the table
+#   bash recipes/ablation.sh OUT paper distill   # some arms
+# Resumable: a finished step is skipped (its adapter or JSON exists), a training run resumes from its newest
+# checkpoint and the suite from its journal. The table: python recipes/ablation_table.py OUT > table.md
+# Arms (all else equal, the paper's recipe is `paper`):
+#   paper       L_lm under simulated pruning, local window 0.1, text windows and chats (task share 0.5)
+#   distill     KL to the unpruned model's next-token distribution instead of L_lm (beyond the paper)
+#   window30    protected local window 0.3 (its own marking: the window changes which tokens are ranked)
+#   text-only   saliency targets from plain text only (task share 0)
+#   chats-only  saliency targets from task chats only (task share 1; code has no chats)
+set -euo pipefail
+OUT=${1:?usage: ablation.sh OUT [ARM ...]}
+shift
+ARMS=("$@")
+[ ${#ARMS[@]} -gt 0 ] || ARMS=(paper distill window30 text-only chats-only)
+PY=${PYTHON:-python}
+HERE=$(cd "$(dirname "$0")" && pwd)
+COMMON=(--genres plays novels code technical --length 1024 --samples 48 --steps 40 --per-device-batch-size 2
+        --save-every 10 --save-total-limit 1 --seed 1)
+# evaluation: 1K prefixes (the training length), 8 windows per genre; the suite at 1K with 20 prompts per task
+COMPARE=(--genres plays novels code technical bible --windows 8 --prefix 1024 --continuation 128
+         --no-tasks --no-llmlingua --no-kvpress)
+SUITE=(--tasks retrieval second_turn summarization --lengths 1024 --prompts 20 --methods sdtp recency)
+
+arm_flags() {  # arm -> marking name, then the flags that differ from `paper`
+  case $1 in
+    paper) echo "mark-mix" ;;
+    distill) echo "mark-mix --lm-loss-weight 0 --distill-loss-weight 1" ;;
+    window30) echo "mark-w30 --local-window-ratio 0.3" ;;
+    text-only) echo "mark-text --task-share 0" ;;
+    chats-only) echo "mark-chats --task-share 1" ;;
+    *) echo "unknown arm '$1'; allowed: paper distill window30 text-only chats-only" >&2; return 1 ;;
+  esac
+}
+
+for arm in "${ARMS[@]}"; do
+  read -r marking -a flags <<<"$(arm_flags "$arm")"
+  out="$OUT/$arm"
+  if [ ! -f "$out/adapter_config.json" ]; then
+    if [ ! -f "$OUT/$marking/shard-0-of-1.safetensors" ]; then
+      $PY "$HERE/train.py" --output-dir "$OUT/$marking-run" "${COMMON[@]}" "${flags[@]}" --phases mark \
+        --marking-dir "$OUT/$marking" --overwrite-output-dir
+    fi
+    resume=()
+    ls -d "$out"/checkpoint-* >/dev/null 2>&1 && resume=(--resume-from-checkpoint latest)
+    $PY "$HERE/train.py" --output-dir "$out" "${COMMON[@]}" "${flags[@]}" --phases warm,joint \
+      --marking-dir "$OUT/$marking" --no-overwrite-output-dir "${resume[@]}"
+  fi
+  [ -f "$out/eval/compare-smollm2-135m-instruct.json" ] || \
+    $PY -m sdtp_adapter.cli bench compare --adapter "$out" "${COMPARE[@]}" --out "$out/eval"
+  [ -f "$out/eval/suite-smollm2-135m-instruct.json" ] || \
+    $PY -m sdtp_adapter.cli bench suite --adapter "$out" "${SUITE[@]}" --out "$out/eval"
+  echo "$arm: done $(date +%T)"
+done
+$PY "$HERE/ablation_table.py" "$OUT" "${ARMS[@]}"

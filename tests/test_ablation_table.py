@@ -1,0 +1,88 @@
+"""``recipes/ablation_table.py``: the ablation tables from arm folders whose results are built by the real
+writers (``genre_fidelity.genre_summary``, ``suite_stats.summarize``) on made-up per-window and per-prompt
+figures; paired differences equal a naive recomputation; arms on other windows and missing arms are named."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from sdtp_adapter.bench import genre_fidelity as G
+from sdtp_adapter.bench import suite_stats
+from sdtp_adapter.bench.fidelity import Fidelity
+from sdtp_adapter.bench.intervals import paired_difference
+from sdtp_adapter.bench.methods import Method
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("ablation_table", ROOT / "recipes" / "ablation_table.py")
+ablation_table = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ablation_table)
+
+METHODS = [Method("base (unpruned)", prune=False), Method(G.TRAINED),
+           Method("recency (StreamingLLM-like)")]
+
+
+def windows(nlls: list[float]) -> list[Fidelity]:
+    return [Fidelity(base_nll=3.0, nll=n, delta_nll_pct=0.0, top1=0.9, kl=(n - 3.0) / 10, windows=1, tokens=8) for n in nlls]
+
+
+def compare_results(sdtp: list[float], recency: list[float]) -> dict:
+    genres = {}
+    for name in ("plays", "code"):
+        source = G.GenreSource(name, "made up", {"doc": "text"})
+        per_window = {G.TRAINED: windows(sdtp), "recency (StreamingLLM-like)": windows(recency)}
+        genres[name] = G.genre_summary(source, METHODS, per_window)
+    return {"genres": genres}
+
+
+def suite_results(sdtp: list[float], recency: list[float]) -> dict:
+    n = len(sdtp)
+    samples = [{"task": "retrieval", "length": 1024, "bucket": ("start", "middle", "end")[i % 3]} for i in range(n)]
+    samples += [{"task": "summarization", "length": 1024, "bucket": "whole"} for _ in range(n)]
+    names = [m.name for m in METHODS]
+    per_prompt = {
+        names[0]: {"score": [1.0] * n + [1.0] * n, "degenerate": [False] * 2 * n, "new_tokens": [10] * 2 * n},
+        names[1]: {"score": sdtp + [0.6] * n, "degenerate": [False] * 2 * n, "new_tokens": [10] * 2 * n},
+        names[2]: {"score": recency + [0.4] * n, "degenerate": [True] + [False] * (2 * n - 1), "new_tokens": [10] * 2 * n},
+    }
+    evaluation = {"methods": names, "per_prompt": per_prompt}
+    return {"samples": samples, "methods": names, "per_prompt": per_prompt} | suite_stats.summarize(samples, evaluation)
+
+
+def write_arm(out: Path, arm: str, sdtp: list[float], recency: list[float], scores: list[float]) -> None:
+    (out / arm / "eval").mkdir(parents=True)
+    (out / arm / "eval" / "compare-m.json").write_text(json.dumps({"meta": {}, "results": compare_results(sdtp, recency)}))
+    (out / arm / "eval" / "suite-m.json").write_text(json.dumps({"meta": {}, "results": suite_results(scores, [0.0] * len(scores))}))
+    joint = [{"step": i + 1, "lm": 2.0, "seconds": s} for i, s in enumerate([30.0, 32.0, 9999.0, 31.0])]
+    (out / arm / "trainer_state.json").write_text(json.dumps({"joint": joint, "args": {"samples": 48, "per_device_batch_size": 2}}))
+
+
+def test_tables_hold_the_arms_figures_and_naive_paired_differences(tmp_path):
+    write_arm(tmp_path, "paper", [3.03, 3.06, 3.00, 3.09], [3.06, 3.09, 3.03, 3.12], [1.0, 1.0, 0.0, 1.0])
+    write_arm(tmp_path, "distill", [3.00, 3.03, 2.97, 3.06], [3.06, 3.09, 3.03, 3.12], [1.0, 0.0, 0.0, 1.0])
+    md = ablation_table.table(tmp_path, ["paper", "distill"])
+    fidelity, tasks, training = md.split("### ")[1:]
+    assert "| paper | +1.50 [" in fidelity  # mean dNLL of 3.03, 3.06, 3.00, 3.09 over 3.0: +1.5%
+    expected = paired_difference([-1.0, -1.0, -1.0, -1.0], [0.0] * 4)  # distill minus paper, points
+    assert expected[0] == pytest.approx(-1.0)
+    assert "| distill | +0.50 [" in fidelity
+    row = next(line for line in fidelity.split("\n") if line.startswith("| distill | -2.00 ["))  # SDTP - recency
+    assert row.count(f"| {expected[0]:+.2f} [{expected[1]:+.2f}, {expected[2]:+.2f}] * |") == 2  # both genres
+    assert "| paper | 0.75 [" in tasks and "| distill | 0.50 [" in tasks and "1.00 [1.00, 1.00]" in tasks
+    assert "0.600 [0.600, 0.600] | 0.00 / 0.00 | +0.200 [+0.200, +0.200] *" in tasks
+    assert "| paper | 48 | 4 | 2 | 31.5 | 2.000 |" in training  # the median ignores a paused step
+    assert ablation_table.table(tmp_path) == ablation_table.table(tmp_path, ["distill", "paper"])
+
+
+def test_arms_on_other_windows_or_missing_are_named(tmp_path):
+    write_arm(tmp_path, "paper", [3.03, 3.06, 3.00, 3.09], [3.06] * 4, [1.0] * 4)
+    write_arm(tmp_path, "short", [3.03, 3.06], [3.06] * 2, [1.0] * 2)
+    with pytest.raises(ValueError, match="arm short, genre plays: 2 windows against 4 for paper"):
+        ablation_table.table(tmp_path, ["paper", "short"])
+    with pytest.raises(ValueError, match=r"arms \['window30'\] have no folder under"):
+        ablation_table.table(tmp_path, ["paper", "window30"])
+    with pytest.raises(ValueError, match="no arm folder with eval/ results"):
+        ablation_table.table(tmp_path / "paper" / "eval")
