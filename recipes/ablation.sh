@@ -38,7 +38,10 @@ arm_flags() {  # arm -> marking name, then the flags that differ from `paper`
 }
 
 for arm in "${ARMS[@]}"; do
-  read -r marking -a flags <<<"$(arm_flags "$arm")"
+  spec=$(arm_flags "$arm")
+  read -r -a words <<<"$spec"
+  marking=${words[0]}
+  flags=("${words[@]:1}")
   out="$OUT/$arm"
   if [ ! -f "$out/adapter_config.json" ]; then
     if [ ! -f "$OUT/$marking/shard-0-of-1.safetensors" ]; then
