@@ -179,3 +179,23 @@ def test_suite_section_end_to_end_writes_json_and_page_with_intervals(own_model,
     table = [line for line in page.split("\n") if line.startswith("| method | 400 ")]
     assert table, page
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "runs.md"]  # nothing in ./sdtp-bench
+
+
+def test_keep_ratio_and_window_override_every_pruning_method_and_are_recorded(own_model, held_out, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = ["bench", "suite", "--model", str(own_model / "tiny-llama"), "--adapter", str(own_model / "adapter"),
+            "--lengths", "400", "--prompts", "1", "--tasks", "retrieval", "--methods", "sdtp", "recency"]
+    shares = {}
+    for keep in ("0.9", "0.5"):
+        cli.main(base + ["--keep-ratio", keep, "--local-window-ratio", "0.2", "--out", f"r{keep}"])
+        res = json.loads((tmp_path / f"r{keep}" / "suite-tiny-llama.json").read_text())["results"]
+        assert res["schedule"]["keep_ratio"] == float(keep) and res["schedule"]["local_window_ratio"] == 0.2
+        shares[keep] = res["kept_share"]
+        assert f"keep ratio {float(keep):g} per stage" in (tmp_path / f"r{keep}.md").read_text()
+    for name in (suite.METHOD_IDS["sdtp"], suite.METHOD_IDS["recency"]):
+        assert shares["0.5"][name] < shares["0.9"][name] < 1.0
+    for flag, value, allowed in (("--keep-ratio", "1.5", "0 < R <= 1"), ("--local-window-ratio", "1", "0 <= W < 1")):
+        parser = argparse.ArgumentParser()
+        suite.add_arguments(parser)
+        with pytest.raises(ValueError, match=f"{flag} {float(value)} is invalid; allowed: {allowed}"):
+            suite.run(parser.parse_args(base[2:] + [flag, value]))

@@ -16,6 +16,7 @@ lm-eval's ``HFLM`` (``suite_lm_eval``). Results: ``<--out>/suite-<model>.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
@@ -62,6 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="methods besides the unpruned base, which always runs (default: all)")
     parser.add_argument("--summary-tokens", type=int, default=SUMMARY_TOKENS, help="greedy tokens of each summary")
     parser.add_argument("--seed", type=int, default=0, help="seed of the prompts (each prompt has its own RNG)")
+    parser.add_argument("--keep-ratio", type=float, default=None, metavar="R",
+                        help="per-stage keep ratio of every pruning method, in (0, 1] (default: the adapter's); "
+                        "a run per ratio traces quality against budget")
+    parser.add_argument("--local-window-ratio", type=float, default=None, metavar="W",
+                        help="protected share of the most recent tokens, in [0, 1) (default: the adapter's)")
     parser.add_argument("--lm-eval", action="store_true",
                         help="also run a held-out multiple-choice task through lm-eval's HFLM, pruned vs unpruned")
     parser.add_argument("--lm-eval-prompts", type=int, default=None, help="lm-eval documents per length (default: --prompts)")
@@ -199,6 +205,7 @@ def journal_fingerprint(args: argparse.Namespace, sdtp: SDTPModel, samples: list
     return {
         "model": model_label(args.model), "revision": getattr(args, "revision", None), "adapter": args.adapter,
         "adapter_sha256": tensors_sha256(sdtp.pruners.state_dict()), "sdtp_config": sdtp.sdtp_config.to_dict(),
+        "schedule": dataclasses.asdict(sdtp.active_schedule),
         "prompts_sha256": ids_sha256(s["prompt_ids"] for s in samples), "summary_tokens": args.summary_tokens,
         "answer_tokens": ANSWER_TOKENS, "versions": {k: versions.get(k) for k in ("torch", "transformers", "sdtp-adapter")},
     }
@@ -215,9 +222,19 @@ def run(args: argparse.Namespace) -> dict:
     lengths = suite_lengths(args.model, args.lengths)
     if args.prompts < 1:
         raise ValueError(f"--prompts {args.prompts} is invalid; allowed: >= 1")
+    keep, window = getattr(args, "keep_ratio", None), getattr(args, "local_window_ratio", None)
+    if keep is not None and not 0 < keep <= 1:
+        raise ValueError(f"--keep-ratio {keep} is invalid; allowed: 0 < R <= 1")
+    if window is not None and not 0 <= window < 1:
+        raise ValueError(f"--local-window-ratio {window} is invalid; allowed: 0 <= W < 1")
     adapter_source(args.model, args.adapter)  # no adapter for this model: fail before fetching anything
     pool = filler_pool(args.filler_genres)  # fetched and checked before the model loads
     sdtp, tokenizer = load_sdtp(args.model, args.adapter, getattr(args, "revision", None))
+    with sdtp.use_schedule(keep_ratio=keep, local_window_ratio=window):  # every pruning method's schedule
+        return _run_on_schedule(args, directory, lengths, pool, sdtp, tokenizer)
+
+
+def _run_on_schedule(args: argparse.Namespace, directory, lengths: list[int], pool: FillerPool, sdtp: SDTPModel, tokenizer) -> dict:
     methods = suite_methods(sdtp, args.methods)
     tasks = list(dict.fromkeys(args.tasks))
     samples = build_suite(tokenizer, pool, tasks, lengths, args.prompts, args.seed)
@@ -231,6 +248,7 @@ def run(args: argparse.Namespace) -> dict:
         "model": model_label(args.model), "adapter": args.adapter, "lengths": lengths, "prompts": args.prompts,
         "tasks": tasks, "seed": args.seed, "summary_tokens": args.summary_tokens, "answer_tokens": ANSWER_TOKENS,
         "filler": {g: sorted(docs) for g, docs in pool.documents.items()}, "samples": records,
+        "schedule": dataclasses.asdict(sdtp.active_schedule),
     } | evaluation | summarize(records, evaluation)
     results["verdict"] = verdict(results)
     data = {"meta": run_meta(args.command_line), "results": results}

@@ -18,6 +18,10 @@ def render(data: dict) -> list[str]:
     level = res["intervals"]["level"]
     filler = "; ".join(f"{genre}: {', '.join(docs)}" for genre, docs in res["filler"].items())
     shares = ", ".join(f"{name} {share:.2f}" for name, share in res["kept_share"].items() if name != BASE)
+    schedule = res.get("schedule")  # absent in results written before --keep-ratio
+    if schedule:
+        shares += f"; keep ratio {schedule['keep_ratio']:g} per stage at layers {', '.join(map(str, schedule['layers']))}, " \
+                  f"protected window {schedule['local_window_ratio']:g}"
     lines = [
         "## Held-out long-context suite",
         "",
