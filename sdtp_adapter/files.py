@@ -33,10 +33,16 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def publish(tmp: str | os.PathLike, path: Path) -> None:
     """Rename a finished temp file over ``path`` with ordinary permissions (``mkstemp`` makes 0600)."""
+    ordinary_permissions(tmp)
+    os.replace(tmp, path)
+
+
+def ordinary_permissions(path: str | os.PathLike) -> None:
+    """Give a file the mode a plain ``open`` would (0666 less the umask): ``mkstemp`` and safetensors'
+    ``save_file`` (also inside accelerate's ``save_state``) create files readable by their owner only."""
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def read_json_object(path: Path, what: str) -> dict:

@@ -114,6 +114,10 @@ def test_checkpoints_rotate_and_each_is_a_loadable_adapter(tmp_path):
     SDTPModel.from_pretrained(tiny_llama(), tmp_path / "checkpoint-6")
     state = json.loads((tmp_path / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["step"] == 6 and len(state["joint"]) == 6
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in (tmp_path / "checkpoint-6").iterdir():  # accelerate's model.safetensors included
+        assert file.stat().st_mode & 0o777 == 0o666 & ~umask, file.name
 
 
 @pytest.mark.parametrize(
@@ -142,6 +146,9 @@ def test_marking_saved_alone_then_warm_and_joint_equal_one_run(tmp_path):
     train(pruned(), data, args(tmp_path / "one"))
     train(pruned(), data, args(tmp_path / "two", phases=("mark",)))
     assert sorted(p.name for p in (tmp_path / "two" / "marking").iterdir()) == ["shard-0-of-1.safetensors"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "two" / "marking" / "shard-0-of-1.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask
     assert not (tmp_path / "two" / "adapter_model.safetensors").exists()
     train(pruned(), data, args(tmp_path / "two", phases=("warm", "joint")))
     a, b = weights(tmp_path / "one"), weights(tmp_path / "two")

@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from ..files import atomic_write_bytes, read_json_object
+from ..files import atomic_write_bytes, ordinary_permissions, read_json_object
 
 STATE_NAME = "trainer_state.json"
 # arguments that fix which samples and noise each step sees: a resumed run must keep them
@@ -75,6 +75,9 @@ def partial_dir(output_dir: Path, step: int) -> Path:
 def publish_checkpoint(partial: Path, output_dir: Path, step: int, keep: int | None) -> Path:
     """Rename a finished ``partial`` folder to ``checkpoint-<step>`` and drop the oldest beyond ``keep``."""
     final = output_dir / f"checkpoint-{step}"
+    for file in partial.rglob("*"):
+        if file.is_file():
+            ordinary_permissions(file)  # accelerate's model.safetensors is written 0600
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)

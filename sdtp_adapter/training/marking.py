@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from ..files import publish
 from ..model import SDTPModel
 from ..pruning.selection import protected_mask
 from .saliency import normalize_saliency, token_saliency
@@ -82,7 +83,7 @@ def save_marking(marked: list[MarkedSample], directory: Path, shard: tuple[int, 
     path = directory / f"shard-{shard[0]}-of-{shard[1]}.safetensors"
     tmp = path.with_name(f".{path.name}.tmp")
     save_file(tensors, str(tmp), metadata={"samples": str(len(marked))})
-    tmp.replace(path)
+    publish(tmp, path)
     return path
 
 
