@@ -6,7 +6,7 @@
     python recipes/model_card.py --model gemma3-270m
 
 It reads the repository's results, ``docs/benchmarks/`` (``bench.meta.REPO_RESULTS_DIR``). The card quotes the comparison table (fidelity, long-context accuracy, baselines and peers at the
-same budget) and the speed table, each with the machine, versions, command and date it was measured with.
+same budget), the speed table and, once it has run, the held-out suite (with its target verdicts), each with the machine, versions, command and date it was measured with.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from sdtp_adapter.bench import compare, speed
+from sdtp_adapter.bench import compare, speed, suite
 from sdtp_adapter.bench.meta import REPO_RESULTS_DIR, meta_lines, read_results
 from sdtp_adapter.files import atomic_write_bytes
 from sdtp_adapter.hub import write_model_card
@@ -39,13 +39,16 @@ def main() -> None:
     flag = model_flag + " --out docs/benchmarks"  # the bench commands write the repository's results
     lines = section(f"compare-{args.model}", compare.render, f"sdtp bench compare{flag}")
     lines += ["", *section(f"speed-{args.model}", speed.render, f"sdtp bench speed{flag}")]
+    if read_results(f"suite-{args.model}", REPO_RESULTS_DIR) is not None:  # the held-out suite, once it has run
+        lines += ["", *section(f"suite-{args.model}", suite.render, f"sdtp bench suite{flag} --lm-eval")]
     config, _ = load_adapter(folder)
     write_model_card(
         folder,
         config,
         "\n".join(lines),
         f"`python recipes/train.py{model_flag}` (see docs/training.md for the settings used), then "
-        f"`sdtp bench compare{flag}`, `sdtp bench speed{flag}` and `python recipes/model_card.py{model_flag}`.",
+        f"`sdtp bench compare{flag}`, `sdtp bench speed{flag}`, `sdtp bench suite{flag} --lm-eval` and "
+        f"`python recipes/model_card.py{model_flag}`.",
         base_weights=MODELS[args.model].upstream.split(" (", 1)[-1].rstrip(")") + ", dequantised to fp32",
     )
     rows = read_results(f"compare-{args.model}", REPO_RESULTS_DIR)["results"]["rows"]
