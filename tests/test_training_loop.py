@@ -155,6 +155,43 @@ def test_marking_saved_alone_then_warm_and_joint_equal_one_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_a_killed_marking_resumes_from_its_parts_and_equals_one_uninterrupted_marking(tmp_path, monkeypatch):
+    from sdtp_adapter.training import marking
+
+    data = rows(11)  # 8 + 3: two parts of the default chunk
+    train(pruned(), data, args(tmp_path / "once", phases=("mark",)))
+    real, marked_rows = marking.mark_rows, []
+
+    def killed_in_the_second_part(model, dataset, block, dtype, bar=None):
+        if marked_rows:
+            raise KeyboardInterrupt
+        marked_rows.extend(block)
+        return real(model, dataset, block, dtype, bar)
+
+    monkeypatch.setattr(marking, "mark_rows", killed_in_the_second_part)
+    with pytest.raises(KeyboardInterrupt):
+        train(pruned(), data, args(tmp_path / "cut", phases=("mark",)))
+    parts = tmp_path / "cut" / "marking" / ".parts-0-of-1"
+    assert sorted(p.name for p in parts.iterdir()) == ["part-000000.safetensors"] and marked_rows == list(range(8))
+    monkeypatch.setattr(marking, "mark_rows", lambda model, dataset, block, dtype, bar=None: marked_rows.extend(block) or real(model, dataset, block, dtype, bar))
+    train(pruned(), data, args(tmp_path / "cut", phases=("mark",)))  # the same command again
+    assert marked_rows == list(range(11))  # rows 0-7 read back, not marked again
+    assert sorted(p.name for p in (tmp_path / "cut" / "marking").iterdir()) == ["shard-0-of-1.safetensors"]
+    a = load_file(str(tmp_path / "once" / "marking" / "shard-0-of-1.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "marking" / "shard-0-of-1.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_marking_parts_of_other_rows_or_another_schedule_are_refused(tmp_path, monkeypatch):
+    from sdtp_adapter.training import marking
+
+    monkeypatch.setattr(marking, "shutil", type("NoRemove", (), {"rmtree": staticmethod(lambda path: None)}))  # keep the parts
+    train(pruned(), rows(4), args(tmp_path, phases=("mark",)))
+    for model, data in ((pruned(keep_ratio=0.7, local_window_ratio=0.2), rows(4)), (pruned(), rows(4, lengths=(41,)))):
+        with pytest.raises(ValueError, match=r"part-000000.safetensors was marked from other rows, another model or another schedule"):
+            train(model, data, args(tmp_path, phases=("mark",)))
+
+
 def test_warm_without_a_saved_marking_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="holds no saved marking"):
         train(pruned(), rows(2), args(tmp_path, phases=("warm",)))

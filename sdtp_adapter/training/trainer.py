@@ -27,7 +27,7 @@ from .arguments import TrainingArguments
 from .batches import EpochSampler, IndexedRows, collate_left_padded
 from .checks import check_dataset
 from .curves import write_curves
-from .marking import MarkedSample, load_marking, mark_tokens, save_marking
+from .marking import MarkedSample, load_marking, mark_to_disk, mark_tokens
 from .objective import TrainingObjective
 from .warm_start import fit_to_saliency
 
@@ -97,10 +97,11 @@ def train(model: SDTPModel, dataset, args: TrainingArguments, accelerator: Accel
         result.marked_rows = resume_state.get("marked_rows", [])
     else:
         if "mark" in args.phases:
-            marked = mark_tokens(model, dataset, shard=shard, progress=main)
+            if "warm" in args.phases:  # used at once, never saved
+                marked = mark_tokens(model, dataset, shard=shard, progress=main)
+            else:  # saved for later runs, part by part: a killed marking resumes
+                marked = mark_to_disk(model, dataset, marking_dir, shard, progress=main)
             result.marked_rows = gather_object([list(range(shard[0], len(dataset), shard[1]))])
-            if "warm" not in args.phases:
-                save_marking(marked, marking_dir, shard)
         if "warm" in args.phases:
             if marked is None:
                 marked = load_marking(marking_dir, shard)
