@@ -86,3 +86,21 @@ def test_arms_on_other_windows_or_missing_are_named(tmp_path):
         ablation_table.table(tmp_path, ["paper", "window30"])
     with pytest.raises(ValueError, match="no arm folder with eval/ results"):
         ablation_table.table(tmp_path / "paper" / "eval")
+
+
+def test_the_ablation_script_runs_each_arm_with_its_own_flags_and_refuses_an_unknown_arm(tmp_path):
+    import subprocess
+
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": "echo"}  # print the commands instead of running them
+    out = subprocess.run(["bash", str(ROOT / "recipes" / "ablation.sh"), str(tmp_path), "distill", "window30"],
+                         env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+    marks = [line for line in out if "--phases mark " in line]
+    trains = [line for line in out if "--phases warm,joint" in line]
+    assert len(marks) == 2 and f"--marking-dir {tmp_path}/mark-mix " in marks[0] and f"--marking-dir {tmp_path}/mark-w30 " in marks[1]
+    assert "--lm-loss-weight 0 --distill-loss-weight 1" in trains[0] and "--local-window-ratio 0.3" not in trains[0]
+    assert "--local-window-ratio 0.3" in trains[1] and "--local-window-ratio 0.3" in marks[1]
+    assert all("--samples 48 --steps 40 --per-device-batch-size 2" in line for line in marks + trains)
+    assert sum("bench compare" in line and "--genres plays novels code technical bible" in line for line in out) == 2
+    assert sum("bench suite" in line for line in out) == 2 and out[-1].endswith(f"ablation_table.py {tmp_path} distill window30")
+    bad = subprocess.run(["bash", str(ROOT / "recipes" / "ablation.sh"), str(tmp_path), "oracle"], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown arm 'oracle'; allowed: paper distill window30 text-only chats-only" in bad.stderr
