@@ -22,9 +22,7 @@ import statistics
 from pathlib import Path
 
 from sdtp_adapter.bench.genre_fidelity import TRAINED, interval_cell, paired_cell
-
-RECENCY = "recency (StreamingLLM-like)"
-BASE = "base (unpruned)"
+from sdtp_adapter.bench.suite_stats import BASE, RECENCY
 
 
 def load_arm(folder: Path) -> dict:
