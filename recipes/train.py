@@ -33,7 +33,7 @@ from datasets import Dataset
 from sdtp_adapter import SDTPConfig, get_sdtp_model
 from sdtp_adapter.data.corpora import shakespeare_texts
 from sdtp_adapter.data.genres import GENRES
-from sdtp_adapter.data.mixture import genre_mixture, mixture_counts
+from sdtp_adapter.data.mixture import CHAT_KINDS, TASK_KINDS, genre_mixture, mixture_counts
 from sdtp_adapter.data.tasks import mixed_samples
 from sdtp_adapter.persistence import save_adapter
 from sdtp_adapter.training.arguments import TrainingArguments
@@ -68,6 +68,9 @@ def settings(argv: list[str] | None = None) -> tuple[argparse.Namespace, Trainin
     parser.add_argument("--genre-weights", nargs="+", type=float, default=None, metavar="W",
                         help="one positive weight per --genres entry, same order (default: equal)")
     parser.add_argument("--task-share", type=float, default=0.5, help="share of retrieval chats among the samples")
+    parser.add_argument("--task-kinds", nargs="+", default=list(TASK_KINDS), choices=CHAT_KINDS, metavar="KIND",
+                        help=f"chat kinds, cycled over the chats (allowed: {', '.join(CHAT_KINDS)}; 'followup' asks "
+                             f"about the document in a second user turn; default: {' '.join(TASK_KINDS)})")
     add_dataclass_flags(parser.add_argument_group("adapter (SDTPConfig)"), SDTPConfig, CONFIG_SKIP | {"local_window_ratio"})
     add_dataclass_flags(parser.add_argument_group("training (TrainingArguments)"), TrainingArguments, ARGS_SKIP, RECIPE_DEFAULTS)
     args = parser.parse_args(argv)
@@ -115,16 +118,19 @@ def check_mixture_args(parser: argparse.ArgumentParser, args: argparse.Namespace
         parser.error(f"--genre-weights {args.genre_weights} is invalid; allowed: numbers > 0")
     if not 0.0 <= args.task_share <= 1.0:
         parser.error(f"--task-share {args.task_share} is invalid; allowed: 0 <= value <= 1")
+    if len(set(args.task_kinds)) != len(args.task_kinds):
+        parser.error(f"--task-kinds {' '.join(args.task_kinds)} names a kind twice; name each once")
 
 
 def training_rows(args: argparse.Namespace, tokenizer, tail_ratio: float, seed: int) -> list[dict]:
     """The shipped recipe's rows (Shakespeare windows and chats) or, when ``--genres`` / ``--task-share``
-    ask for more, a ``genre_mixture`` of the named genres' train splits (per-genre counts printed)."""
-    if args.genres == ["plays"] and args.task_share == 0.5:
+    / ``--task-kinds`` ask for more, a ``genre_mixture`` of the named genres' train splits (per-genre counts printed)."""
+    if args.genres == ["plays"] and args.task_share == 0.5 and tuple(args.task_kinds) == TASK_KINDS:
         texts = list(shakespeare_texts("train").values())
         return mixed_samples(tokenizer, texts, args.samples, args.length, tail_ratio, seed)
     weights = dict(zip(args.genres, args.genre_weights or [1.0] * len(args.genres)))
-    rows = genre_mixture(tokenizer, weights, args.samples, args.length, tail_ratio, args.task_share, seed)
+    rows = genre_mixture(tokenizer, weights, args.samples, args.length, tail_ratio, args.task_share, seed,
+                         task_kinds=args.task_kinds)
     for genre, counts in mixture_counts(rows).items():
         print(f"genre {genre}: {counts['text']} text windows, {counts['chat']} chats")
     return rows

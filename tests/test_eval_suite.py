@@ -17,6 +17,7 @@ from sdtp_adapter.bench.suite_metrics import (
 )
 from sdtp_adapter.data import eval_filler as F
 from sdtp_adapter.data import eval_tasks as E
+from sdtp_adapter.data import followup
 from sdtp_adapter.data import genres as genre_registry
 from sdtp_adapter.data import tasks
 
@@ -50,8 +51,9 @@ def ngrams(text: str, n: int = 3) -> set[tuple[str, ...]]:
 
 
 def training_strings() -> list[str]:
-    """Every template string of data.tasks (training chats and the older suite), over many draws."""
-    out = [tasks._instruction("", ""), "\nAnswer:"]
+    """Every template string of data.tasks and data.followup (training chats and the older suite), over many draws."""
+    out = [tasks._instruction("", ""), "\nAnswer:", "\nQuestion:"]
+    out += [text for pair in followup.OPENERS for text in pair] + list(followup.LEADS)
     for seed in range(60):
         rng = random.Random(seed)
         for kind in ("passkey", "kv", "needle"):

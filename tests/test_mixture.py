@@ -176,7 +176,7 @@ def test_recipe_help_lists_the_mixture_options():
     done = subprocess.run([sys.executable, str(ROOT / "recipes" / "train.py"), "--help"], capture_output=True,
                           text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
-    for option in ("--genres", "--genre-weights", "--task-share"):
+    for option in ("--genres", "--genre-weights", "--task-share", "--task-kinds"):
         assert option in done.stdout
 
 
@@ -210,3 +210,10 @@ def test_recipe_defaults_reproduce_the_shipped_run_and_flags_override_them(tmp_p
     assert (config.local_window_ratio, config.distill_loss_weight, config.lm_loss_weight) == (0.3, 1.0, 0.0)
     with pytest.raises(ValueError, match="distill_loss_weight"):
         _recipe_settings(["--output-dir", str(tmp_path), "--distill-loss-weight", "-1"])
+
+
+def test_recipe_refuses_a_repeated_or_unknown_task_kind_before_loading():
+    for kinds, message in ((["kv", "kv"], "--task-kinds kv kv names a kind twice"), (["trivia"], "invalid choice: 'trivia'")):
+        done = subprocess.run([sys.executable, str(ROOT / "recipes" / "train.py"), "--genres", "plays", "novels",
+                               "--task-kinds", *kinds], capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert done.returncode == 2 and message in done.stderr, done.stderr

@@ -2,7 +2,8 @@
 
 ``genre_mixture`` generalises ``tasks.mixed_samples`` (Shakespeare only) to the genres of
 ``genres.py``: ``task_share`` of the rows are passkey / key-value / needle chats (``tasks.retrieval_sample``)
-hidden in prose filler, the rest are windows (``tasks.text_window``) whose last ``tail_ratio`` is the
+hidden in prose filler, optionally two-turn chats asking about such a fact in a second turn
+(``followup.followup_sample``), the rest are windows (``tasks.text_window``) whose last ``tail_ratio`` is the
 target. Both are drawn from the genres' **train** splits only, in proportion to the weights; the
 held-out documents of every genre (``genre_texts(genre, "heldout")``) are never used (only their names
 are asked for), and a train split that names one is refused. Code is a genre for windows, never
@@ -18,11 +19,13 @@ from collections import Counter
 from typing import Callable, Mapping, Sequence
 
 from .genres import GENRES, genre_texts
+from .followup import followup_sample
 from .tasks import retrieval_sample, text_window
 
 # genres whose text can be filler for a retrieval chat (prose, not code)
 PROSE_GENRES = ("plays", "novels", "technical", "bible")
-TASK_KINDS = ("passkey", "kv", "needle")
+TASK_KINDS = ("passkey", "kv", "needle")  # the default chat kinds, cycled in this order
+CHAT_KINDS = TASK_KINDS + ("followup",)  # every kind a mixture can hold
 # the chats' filler is this share of ``length`` tokens; question, facts and answer fill the rest
 FILLER_SHARE = 0.9
 
@@ -38,6 +41,7 @@ def genre_mixture(
     task_share: float = 0.5,
     seed: int = 0,
     texts_of: TextsOf = genre_texts,
+    task_kinds: Sequence[str] = TASK_KINDS,
 ) -> list[dict]:
     """``count`` training rows of about ``length`` tokens from the train splits of ``genres``.
 
@@ -52,21 +56,26 @@ def genre_mixture(
             chats, the rest windows (0.5 matches ``mixed_samples``).
         seed: the whole result (counts, documents, offsets, order) is a function of the arguments and seed.
         texts_of: ``(genre, split) -> {document: text}``; ``genres.genre_texts`` by default (tests pass a fake).
+        task_kinds: the chat kinds, cycled in this order over the chats: ``passkey``, ``kv``, ``needle``
+            (single-turn, ``tasks.retrieval_sample``) and ``followup`` (two turns, the question in the
+            second, ``followup.followup_sample``).
 
     Returns:
         Rows as ``mixed_samples`` gives them (``input_ids``, ``target_mask``, ``kind``, ...) plus
         ``genre`` and ``source`` (the document's name), in a seeded random order. Windows are split
         over all genres by weight, chats over the prose genres (``PROSE_GENRES``) among them by
-        weight, each with the largest-remainder method; chat kinds cycle passkey, kv, needle.
+        weight, each with the largest-remainder method; chat kinds cycle through ``task_kinds``.
         Documents shorter than ``length`` tokens are skipped.
 
     Raises:
         ValueError: unknown or repeated genre, a weight that is not a positive number, ``count < 1``,
             ``task_share`` outside [0, 1], chats asked with no prose genre, a genre with no document of
-            ``length`` tokens, or a held-out document in a genre's train split.
+            ``length`` tokens, a held-out document in a genre's train split, or ``task_kinds`` empty,
+            repeating a kind or naming one outside ``CHAT_KINDS``.
     """
     weights = normalise_genres(genres)
     _check_sizes(count, task_share)
+    kinds = _check_kinds(task_kinds)
     chats = math.floor(task_share * count + 1e-9)
     window_counts = largest_remainder(weights, count - chats)
     chat_counts = largest_remainder(_prose_weights(weights, chats), chats) if chats else {}
@@ -74,7 +83,7 @@ def genre_mixture(
     rng = random.Random(seed)
     plan = [("text", g) for g, n in window_counts.items() for _ in range(n)]
     chat_genres = [g for g, n in chat_counts.items() for _ in range(n)]
-    plan += [(TASK_KINDS[i % len(TASK_KINDS)], g) for i, g in enumerate(chat_genres)]
+    plan += [(kinds[i % len(kinds)], g) for i, g in enumerate(chat_genres)]
     rng.shuffle(plan)
     return [_row(tokenizer, kind, genre, documents[genre], length, tail_ratio, rng) for kind, genre in plan]
 
@@ -147,6 +156,15 @@ def _check_sizes(count: int, task_share: float) -> None:
         raise ValueError(f"task_share={task_share!r} is invalid; allowed: 0 <= task_share <= 1")
 
 
+def _check_kinds(task_kinds: Sequence[str]) -> tuple[str, ...]:
+    """``task_kinds`` as a tuple (a string is one kind); refuse an empty list, a repeat or an unknown kind."""
+    kinds = (task_kinds,) if isinstance(task_kinds, str) else tuple(task_kinds)
+    unknown = [k for k in kinds if k not in CHAT_KINDS]
+    if not kinds or unknown or len(set(kinds)) != len(kinds):
+        raise ValueError(f"task_kinds={list(kinds)} is invalid; allowed: one or more distinct kinds of {list(CHAT_KINDS)}")
+    return kinds
+
+
 def _prose_weights(weights: Mapping[str, float], chats: int) -> dict[str, float]:
     """The weights of the prose genres (chat filler); none while chats are asked is an error."""
     prose = {g: w for g, w in weights.items() if g in PROSE_GENRES}
@@ -163,10 +181,12 @@ def _token_count(tokenizer, text: str) -> int:
 
 def _row(tokenizer, kind: str, genre: str, documents: dict[str, str], length: int, tail_ratio: float,
          rng: random.Random) -> dict:
-    """One window (``kind == "text"``) or retrieval chat from a random document of ``documents``."""
+    """One window (``kind == "text"``) or chat of ``kind`` from a random document of ``documents``."""
     name = rng.choice(sorted(documents))
     if kind == "text":
         row = text_window(tokenizer, documents[name], length, tail_ratio, rng)
+    elif kind == "followup":
+        row = followup_sample(tokenizer, [documents[name]], int(length * FILLER_SHARE), rng)
     else:
         row = retrieval_sample(tokenizer, [documents[name]], int(length * FILLER_SHARE), kind, rng)
     return row | {"genre": genre, "source": name}
