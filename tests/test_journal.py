@@ -4,6 +4,8 @@ what is missing, with the same results as an uninterrupted run."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import CharTokenizer, tiny_llama
@@ -84,3 +86,15 @@ def test_evaluate_resumes_from_the_journal_and_generates_only_the_rest(tmp_path,
                              progress_stream=open("/dev/null", "w"))
     assert len(calls) == 4  # three before the kill, one after: nothing generated twice
     assert resumed == uninterrupted
+
+
+def test_digests_are_the_ones_persisted_by_earlier_versions():
+    """Journals and marking parts on disk hold these digests: the shared helper must not change them."""
+    import hashlib
+
+    seqs = [[1, 2, 3], [4]]
+    naive = hashlib.sha256(b"".join(json.dumps(s, separators=(",", ":")).encode() + b"\n" for s in seqs)).hexdigest()
+    assert ids_sha256(seqs) == naive
+    state = {"b": torch.arange(3, dtype=torch.float32), "a": torch.zeros(0)}
+    naive = hashlib.sha256(b"a:torch.float32:(0,)" + b"b:torch.float32:(3,)" + state["b"].numpy().tobytes()).hexdigest()
+    assert tensors_sha256(state) == naive

@@ -36,10 +36,9 @@ from .common import model_label, prose_windows, read_user_text
 from .compare import kept_share
 from .fidelity import compare_methods
 from .meta import results_dir, run_meta, write_results
-from .methods import Method
+from .methods import BASE, TRAINED as SDTP, Method
 
 PRESSES = {"h2o": ("H2O", H2OPress), "snapkv": ("SnapKV", SnapKVPress)}
-BASE, SDTP = "base (unpruned)", "SDTP (trained)"
 MIB = 2**20
 
 

@@ -27,9 +27,8 @@ from ..data import genres as genre_registry
 from .common import UserText, prose_windows
 from .fidelity import Fidelity, compare_methods, text_windows
 from .intervals import excludes_zero, mean_interval, paired_difference
-from .methods import Method
+from .methods import TRAINED, Method
 
-TRAINED = "SDTP (trained)"  # the method every other is compared with (``methods.standard_methods``)
 # genres of data.genres measured by default (those available here), in this order
 DEFAULT_GENRES = ("plays", "novels", "code", "technical")
 USER_GENRE = "user"  # the --text-file / --dataset text

@@ -14,7 +14,6 @@ A line cut short by a kill (the last one, with no newline) is dropped on open.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -22,25 +21,22 @@ from typing import Iterable
 
 import torch
 
-from ..files import CorruptedFileError, atomic_write_bytes
+from ..files import CorruptedFileError, atomic_write_bytes, sha256_hex
 
 
 def tensors_sha256(state: dict[str, torch.Tensor]) -> str:
     """SHA-256 over names, dtypes, shapes and bytes of ``state`` in name order (the adapter's identity)."""
-    digest = hashlib.sha256()
-    for name in sorted(state):
-        tensor = state[name].detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
+    def chunks():
+        for name in sorted(state):
+            tensor = state[name].detach().to("cpu").contiguous()
+            yield f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode()
+            yield tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+    return sha256_hex(chunks())
 
 
 def ids_sha256(sequences: Iterable[list[int]]) -> str:
     """SHA-256 of token-id sequences in order (the prompts' identity: seed, lengths, filler and tokenizer in one)."""
-    digest = hashlib.sha256()
-    for ids in sequences:
-        digest.update(json.dumps(ids, separators=(",", ":")).encode() + b"\n")
-    return digest.hexdigest()
+    return sha256_hex(json.dumps(ids, separators=(",", ":")).encode() + b"\n" for ids in sequences)
 
 
 class GenerationJournal:

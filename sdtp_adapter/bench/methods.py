@@ -15,6 +15,10 @@ from ..model import SDTPModel
 from ..pruning import scorers
 from ..pruning.scorers import Scorer
 
+# the names every report uses for the unpruned model and the trained adapter
+BASE = "base (unpruned)"
+TRAINED = "SDTP (trained)"
+
 # (document text, question or "") -> shorter document text
 Compressor = Callable[[str, str], str]
 
@@ -61,8 +65,8 @@ def sdtp_low_layers(layers: tuple[int, ...]) -> tuple[int, ...]:
 def standard_methods(sdtp: SDTPModel) -> list[Method]:
     """Base, trained SDTP, SDTP-low and the training-free scorers on the adapter's schedule."""
     methods = [
-        Method("base (unpruned)", prune=False),
-        Method("SDTP (trained)"),
+        Method(BASE, prune=False),
+        Method(TRAINED),
         Method("SDTP-low (5 stages)", layers=sdtp_low_layers(sdtp.schedule.layers)),
     ]
     for name, scorer in scorers.scorers_for(sdtp.base_model).items():

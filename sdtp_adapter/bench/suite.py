@@ -31,7 +31,7 @@ from .common import adapter_source, add_model_arguments, load_sdtp, model_label
 from .genre_fidelity import GenreNotAvailable
 from .journal import GenerationJournal, ids_sha256, tensors_sha256
 from .meta import results_dir, run_meta, write_results
-from .methods import Method, standard_methods
+from .methods import BASE, TRAINED, Method, standard_methods
 from .suite_metrics import is_correct, is_degenerate, rouge_l_f1, surname_recall
 from . import suite_render
 from .suite_stats import summarize, verdict
@@ -41,10 +41,9 @@ DEFAULT_PROMPTS = 30
 # greedy tokens per answer: a number or a name needs few, a list of three surnames a few more
 ANSWER_TOKENS = {"retrieval": 16, "aggregation": 32, "second_turn": 16}
 SUMMARY_TOKENS = 64
-BASE = "base (unpruned)"
 # --methods ids -> the method names of ``methods.standard_methods`` (the unpruned base always runs)
 METHOD_IDS = {
-    "sdtp": "SDTP (trained)", "random": "random", "recency": "recency (StreamingLLM-like)",
+    "sdtp": TRAINED, "random": "random", "recency": "recency (StreamingLLM-like)",
     "norm": "hidden-state norm", "last-query": "last-query attention (LazyLLM-like)",
 }
 

