@@ -199,3 +199,16 @@ def test_keep_ratio_and_window_override_every_pruning_method_and_are_recorded(ow
         suite.add_arguments(parser)
         with pytest.raises(ValueError, match=f"{flag} {float(value)} is invalid; allowed: {allowed}"):
             suite.run(parser.parse_args(base[2:] + [flag, value]))
+
+
+def test_few_prompts_warning_tells_a_smoke_test_from_small_depth_buckets():
+    from sdtp_adapter.bench.suite_render import few_prompts_warning
+    from sdtp_adapter.bench.suite_stats import ALL
+
+    def res(whole: int, bucket: int) -> dict:
+        return {"accuracy": {"retrieval": {"1024": {"start": {"n": bucket}, "end": {"n": whole - bucket}, ALL: {"n": whole}}}}}
+
+    assert "smoke test" in "".join(few_prompts_warning(res(6, 3)))
+    caution = "".join(few_prompts_warning(res(30, 8)))
+    assert "smoke test" not in caution and "Depth buckets hold as few as 8 prompts" in caution
+    assert few_prompts_warning(res(30, 12)) == []

@@ -31,11 +31,7 @@ def render(data: dict) -> list[str]:
         f"greedy answer under each method; pruning rows share the adapter's schedule (mean share of the prompt per layer: {shares}). "
         f"Cells: mean over prompts [{level:.0%} percentile-bootstrap interval over prompts].",
     ]
-    cells = [c["n"] for by_length in res["accuracy"].values() for by_bucket in by_length.values()
-             for b, c in by_bucket.items() if b != ALL]
-    if cells and min(cells) < FEW_PROMPTS:
-        lines += ["", f"With {min(cells)} prompts in a cell the intervals are too narrow to trust (they need about "
-                  f"{FEW_PROMPTS} or more): read this run as a smoke test and pass more --prompts."]
+    lines += few_prompts_warning(res)
     for task, by_length in res["accuracy"].items():
         lines += ["", f"**{task}** ({TASK_NOTES.get(task, task)}): accuracy", "", *accuracy_table(res, by_length)]
         if task == "aggregation":
@@ -43,6 +39,21 @@ def render(data: dict) -> list[str]:
                       *accuracy_table(res, by_length, "recall")]
     lines += paired_table(res) + summary_table(res) + lm_eval_table(res) + verdict_lines(res)
     return lines
+
+
+def few_prompts_warning(res: dict) -> list[str]:
+    """A paragraph when some cell has fewer than ``FEW_PROMPTS`` prompts: a smoke test when a whole task x
+    length cell is that small, otherwise a caution about the depth buckets (a third of the prompts each)."""
+    whole = [c[ALL]["n"] for by_length in res["accuracy"].values() for c in by_length.values() if ALL in c]
+    buckets = [c["n"] for by_length in res["accuracy"].values() for by_bucket in by_length.values()
+               for b, c in by_bucket.items() if b != ALL]
+    if whole and min(whole) < FEW_PROMPTS:
+        return ["", f"With {min(whole)} prompts in a cell the intervals are too narrow to trust (they need about "
+                f"{FEW_PROMPTS} or more): read this run as a smoke test and pass more --prompts."]
+    if buckets and min(buckets) < FEW_PROMPTS:
+        return ["", f"Depth buckets hold as few as {min(buckets)} prompts: their intervals are rough (about {FEW_PROMPTS} "
+                "or more are needed); the per-length cells (`all`) are the ones to read."]
+    return []
 
 
 def accuracy_table(res: dict, by_length: dict, figure: str | None = None) -> list[str]:
