@@ -37,7 +37,9 @@ from sdtp_adapter.data.mixture import CHAT_KINDS, TASK_KINDS, genre_mixture, mix
 from sdtp_adapter.data.tasks import mixed_samples
 from sdtp_adapter.persistence import save_adapter
 from sdtp_adapter.training.arguments import TrainingArguments
-from sdtp_adapter.training.cli import ARGS_SKIP, CONFIG_SKIP, add_dataclass_flags, given_fields
+from sdtp_adapter.training.cli import (
+    ARGS_SKIP, CONFIG_SKIP, INIT_HELP, add_dataclass_flags, check_init_shape, given_fields, init_adapter_dir, start_from_adapter,
+)
 from sdtp_adapter.training.trainer import train
 from sdtp_adapter.zoo import DEFAULT_MODEL, MODELS, load_model
 
@@ -71,6 +73,8 @@ def settings(argv: list[str] | None = None) -> tuple[argparse.Namespace, Trainin
     parser.add_argument("--task-kinds", nargs="+", default=list(TASK_KINDS), choices=CHAT_KINDS, metavar="KIND",
                         help=f"chat kinds, cycled over the chats (allowed: {', '.join(CHAT_KINDS)}; 'followup' asks "
                              f"about the document in a second user turn; default: {' '.join(TASK_KINDS)})")
+    parser.add_argument("--init-adapter", default=None, metavar="NAME_OR_PATH",
+                        help=INIT_HELP + " (the recipe's own settings and flags stay the config)")
     add_dataclass_flags(parser.add_argument_group("adapter (SDTPConfig)"), SDTPConfig, CONFIG_SKIP | {"local_window_ratio"})
     add_dataclass_flags(parser.add_argument_group("training (TrainingArguments)"), TrainingArguments, ARGS_SKIP, RECIPE_DEFAULTS)
     args = parser.parse_args(argv)
@@ -83,6 +87,12 @@ def settings(argv: list[str] | None = None) -> tuple[argparse.Namespace, Trainin
     if adapter["local_window_ratio"] is None:
         del adapter["local_window_ratio"]
     config = SDTPConfig(base_model_name_or_path=MODELS[args.model].hub_id, **adapter)
+    if args.init_adapter is not None:
+        try:
+            args.init_dir = init_adapter_dir(args.init_adapter)
+            check_init_shape(config, args.init_dir)
+        except (FileNotFoundError, ValueError) as err:
+            parser.error(str(err))
     return args, training_args, config
 
 
@@ -93,6 +103,9 @@ def main() -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(training_args.seed)
         sdtp = get_sdtp_model(model, config)
+    if args.init_adapter is not None:
+        start_from_adapter(sdtp, args.init_dir)
+        print(f"modules start from {args.init_dir}")
     sdtp.print_trainable_parameters()
     rows = training_rows(args, tokenizer, sdtp.sdtp_config.saliency_tail_ratio, training_args.seed)
     data = Dataset.from_list([{"input_ids": r["input_ids"], "target_mask": r["target_mask"]} for r in rows])

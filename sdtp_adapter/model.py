@@ -296,19 +296,30 @@ class SDTPModel(nn.Module):
         )
         config, weights = load_adapter(directory)
         sdtp = cls(model, config)
-        expected = {key: tuple(value.shape) for key, value in sdtp.pruners.state_dict().items()}
-        found = {key: tuple(value.shape) for key, value in weights.items()}
-        if found != expected:
+        try:
+            sdtp.load_pruner_weights(weights, f"adapter weights in {str(directory)!r} do not match its config")
+        except CorruptedFileError:
             sdtp.unload()
-            wrong = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])
-            raise CorruptedFileError(
-                f"adapter weights in {str(directory)!r} do not match its config: missing "
-                f"{sorted(set(expected) - set(found))}, unexpected {sorted(set(found) - set(expected))}, "
-                f"wrong shape {[f'{k}: {list(found[k])} (config expects {list(expected[k])})' for k in wrong]}"
-            )
-        sdtp.pruners.load_state_dict(weights)
+            raise
         _warn_if_other_base(config.base_model_name_or_path, getattr(model.config, "_name_or_path", None))
         return sdtp
+
+    def load_pruner_weights(self, weights: dict[str, torch.Tensor], mismatch: str = "pruner weights do not match the modules") -> None:
+        """Copy ``weights`` (a saved adapter's state dict) into the pruning modules, after checking every
+        name and shape; ``mismatch`` starts the error message.
+
+        Raises:
+            CorruptedFileError: a module is missing or unexpected, or has another shape (the message lists them).
+        """
+        expected = {key: tuple(value.shape) for key, value in self.pruners.state_dict().items()}
+        found = {key: tuple(value.shape) for key, value in weights.items()}
+        if found != expected:
+            wrong = sorted(k for k in set(found) & set(expected) if found[k] != expected[k])
+            raise CorruptedFileError(
+                f"{mismatch}: missing {sorted(set(expected) - set(found))}, unexpected {sorted(set(found) - set(expected))}, "
+                f"wrong shape {[f'{k}: {list(found[k])} (config expects {list(expected[k])})' for k in wrong]}"
+            )
+        self.pruners.load_state_dict(weights)
 
 
 # base model -> the wrapper whose hooks it carries (weak both ways: neither keeps the other alive)

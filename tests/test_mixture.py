@@ -217,3 +217,15 @@ def test_recipe_refuses_a_repeated_or_unknown_task_kind_before_loading():
         done = subprocess.run([sys.executable, str(ROOT / "recipes" / "train.py"), "--genres", "plays", "novels",
                                "--task-kinds", *kinds], capture_output=True, text=True, cwd=ROOT, timeout=300)
         assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_recipe_init_adapter_must_match_the_recipe_stages(tmp_path):
+    """The shipped SmolLM2 adapter fits the recipe's default stages; the tiny test adapter does not (refused
+    before the model loads, naming the layers)."""
+    from own_model import save_own_model
+
+    args, _, _ = _recipe_settings(["--output-dir", str(tmp_path / "a"), "--init-adapter", "smollm2-135m-instruct"])
+    assert (args.init_dir / "adapter_model.safetensors").is_file()
+    own = save_own_model(tmp_path / "own")
+    with pytest.raises(SystemExit):
+        _recipe_settings(["--output-dir", str(tmp_path / "b"), "--init-adapter", str(own / "adapter")])

@@ -70,6 +70,9 @@ def test_config_file_sets_the_adapter_and_flags_override_it(own, tmp_path):
         ({"dataset": "data.xml"}, "does not exist"),
         ({"model": "./no-such-model"}, "model='./no-such-model' is not a folder"),
         (["--text-column", "body"], "text_column='body' is not a column"),
+        (["--init-adapter", "./no-such-adapter"], "adapter './no-such-adapter' is not an existing folder"),
+        ({"init": ["--pruner-hidden-size", "16"]}, "pruner_hidden_size=16 (adapter: 32)"),
+        ({"init": ["--prune-layers", "2", "4"]}, "stage layers [2, 4] (adapter: [2, 4, 6])"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_field(own, tmp_path, capsys, monkeypatch, change, match):
@@ -78,7 +81,9 @@ def test_bad_input_is_one_line_naming_the_field(own, tmp_path, capsys, monkeypat
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: pytest.fail("loaded the model first"))
     monkeypatch.chdir(tmp_path)
-    if isinstance(change, dict):
+    if isinstance(change, dict) and "init" in change:
+        argv = train_argv(own, tmp_path / "out", "--init-adapter", str(own / "adapter"), *change["init"])
+    elif isinstance(change, dict):
         argv = train_argv(own, tmp_path / "out", **change)
     else:
         argv = train_argv(own, tmp_path / "out", *change)
@@ -142,3 +147,37 @@ def test_load_base_quantises_to_nf4_and_names_the_model(own):
     model, tokenizer = load_base(str(own / "tiny-llama"), load_in_4bit=True)
     assert any(isinstance(m, Linear4bit) for m in model.modules())
     assert model.name_or_path == str((own / "tiny-llama").resolve()) == tokenizer.name_or_path
+
+
+def test_init_adapter_starts_from_its_weights_and_config(own, tmp_path, capsys):
+    """A joint step at a negligible learning rate leaves the --init-adapter weights as they were; fresh modules
+    (same seed, no --init-adapter) are another thing entirely. Without --config, the adapter's config is the
+    run's: its protected_first=2 and local_window_ratio=0.05 (not in the flags, not the defaults) carry over."""
+    import torch
+    from safetensors.torch import load_file
+
+    start = load_file(own / "adapter" / "adapter_model.safetensors")
+    common = ["--phases", "joint", "--steps", "1", "--learning-rate", "1e-12"]
+    cli.main(train_argv(own, tmp_path / "init", "--init-adapter", str(own / "adapter"), *common))
+    assert "modules start from" in capsys.readouterr().out
+    tuned = load_file(tmp_path / "init" / "adapter_model.safetensors")
+    assert tuned.keys() == start.keys()
+    assert all(torch.allclose(tuned[k], start[k], atol=1e-6) for k in start)
+    saved = json.loads((tmp_path / "init" / "adapter_config.json").read_text())
+    assert (saved["protected_first"], saved["local_window_ratio"]) == (STAGES["protected_first"], STAGES["local_window_ratio"])
+    cli.main(train_argv(own, tmp_path / "fresh", *common))
+    fresh = load_file(tmp_path / "fresh" / "adapter_model.safetensors")
+    assert not all(torch.allclose(fresh[k], start[k], atol=1e-3) for k in start)
+
+
+def test_init_adapter_for_another_base_model_is_refused_naming_it(own, tmp_path, capsys):
+    """Same stages and width, but trained on a wider base model: the weights cannot load, and the error says so."""
+    from conftest import tiny_llama
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sdtp_adapter import SDTPConfig, get_sdtp_model
+
+    narrow = tiny_llama().config
+    wide = LlamaForCausalLM(LlamaConfig(**{**narrow.to_dict(), "hidden_size": narrow.hidden_size * 2}))
+    get_sdtp_model(wide, SDTPConfig(**STAGES)).save_pretrained(tmp_path / "wide")
+    fails(capsys, train_argv(own, tmp_path / "out", "--init-adapter", str(tmp_path / "wide")), "does not fit this model's modules")

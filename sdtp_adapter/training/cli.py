@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from ..config import SDTPConfig
 from .arguments import TrainingArguments
@@ -20,6 +21,9 @@ from .arguments import TrainingArguments
 # SDTPConfig fields filled in from the base model or by the library, never by the user
 CONFIG_SKIP = {"base_model_name_or_path", "num_hidden_layers", "hidden_size", "adapter_type", "format_version", "library_version"}
 ARGS_SKIP = {"output_dir"}  # a required option of its own
+INIT_HELP = ("start from a trained adapter (folder, shipped adapter name or Hub id) instead of fresh modules: its "
+             "weights replace them, to fine-tune it on this data (e.g. --phases mark,joint); the stage layers and "
+             "pruner width must match it")
 
 
 def _flag(name: str) -> str:
@@ -76,7 +80,9 @@ def add_parser(sub) -> None:
     d.add_argument("--no-packing", dest="packing", action="store_false", help="one sample per text, truncated, instead of packed windows")
     d.add_argument("--max-samples", type=int, default=None, metavar="N", help="use only the first N samples (default: all)")
     c = p.add_argument_group("adapter (SDTPConfig; --config sets them from a file, flags override it)")
-    c.add_argument("--config", default=None, metavar="FILE_OR_DIR", help="adapter_config.json, or a folder holding one (default: none)")
+    c.add_argument("--config", default=None, metavar="FILE_OR_DIR",
+                   help="adapter_config.json, or a folder holding one (default: --init-adapter's, else none)")
+    c.add_argument("--init-adapter", default=None, metavar="NAME_OR_PATH", help=INIT_HELP)
     add_dataclass_flags(c, SDTPConfig, CONFIG_SKIP)
     t = p.add_argument_group("training (TrainingArguments)")
     t.add_argument("--output-dir", required=True, metavar="DIR", help=TrainingArguments.__dataclass_fields__["output_dir"].metadata["help"])
@@ -91,13 +97,12 @@ def add_dataclass_flags(group, cls, skip: set[str], defaults: dict | None = None
             _add_field(group, f, (defaults or {}).get(f.name, MISSING))
 
 
-def config_from_args(args: argparse.Namespace, model_name: str) -> SDTPConfig:
-    """``SDTPConfig`` from ``--config`` (if given) overridden by the explicit config flags."""
-    from pathlib import Path
-
+def config_from_args(args: argparse.Namespace, model_name: str, init_dir: Path | None = None) -> SDTPConfig:
+    """``SDTPConfig`` from ``--config`` (if given; else ``init_dir``'s, the ``--init-adapter`` folder) overridden
+    by the explicit config flags. With ``init_dir``, the result must have its module shapes (``check_init_shape``)."""
     data: dict = {}
-    if args.config is not None:
-        path = Path(args.config).expanduser()
+    if args.config is not None or init_dir is not None:
+        path = Path(args.config).expanduser() if args.config is not None else init_dir
         if not path.is_dir() and path.name != "adapter_config.json":
             raise ValueError(f"--config={args.config!r} is invalid; allowed: an adapter_config.json file or a folder holding one")
         data = SDTPConfig.from_pretrained(path if path.is_dir() else path.parent).to_dict()
@@ -107,7 +112,52 @@ def config_from_args(args: argparse.Namespace, model_name: str) -> SDTPConfig:
         if f.name not in CONFIG_SKIP and hasattr(args, f.name):
             data[f.name] = getattr(args, f.name)
     data["base_model_name_or_path"] = model_name
-    return SDTPConfig.from_dict(data)
+    config = SDTPConfig.from_dict(data)
+    if init_dir is not None:
+        check_init_shape(config, init_dir)
+    return config
+
+
+def init_adapter_dir(source: str | None) -> Path | None:
+    """The folder of ``--init-adapter`` (a local folder, a shipped adapter name or a Hub id, downloaded), or None.
+
+    Raises:
+        FileNotFoundError: ``source`` is none of these (the message lists the shipped names).
+    """
+    if source is None:
+        return None
+    from ..hub import resolve_adapter
+
+    return Path(resolve_adapter(source))
+
+
+def check_init_shape(config: SDTPConfig, init_dir: Path) -> None:
+    """Refuse a run whose modules would not have the ``--init-adapter`` weights' stage layers or width.
+
+    The layers are compared as resolved on the adapter's model depth, so ``prune_layers`` and the equivalent
+    ``num_stages`` / ``first_layer`` / ``layer_step`` agree; another base model is caught when the weights load.
+    """
+    saved = SDTPConfig.from_pretrained(init_dir)
+    depth = saved.num_hidden_layers
+    ours, theirs = config.resolve_layers(depth), saved.resolve_layers(depth)
+    differing = []
+    if ours != theirs:
+        differing.append(f"stage layers {ours} (adapter: {theirs})")
+    if config.pruner_hidden_size != saved.pruner_hidden_size:
+        differing.append(f"pruner_hidden_size={config.pruner_hidden_size} (adapter: {saved.pruner_hidden_size})")
+    if differing:
+        raise ValueError(
+            f"--init-adapter {str(init_dir)!r} does not fit this run: {'; '.join(differing)}. Its weights need the same "
+            "stages and pruner width: drop the flags that change them (or train fresh modules without --init-adapter)"
+        )
+
+
+def start_from_adapter(sdtp, init_dir: Path) -> None:
+    """Load the ``--init-adapter`` weights into ``sdtp``'s fresh modules (names and shapes checked)."""
+    from ..persistence import load_adapter
+
+    _, weights = load_adapter(init_dir)
+    sdtp.load_pruner_weights(weights, f"--init-adapter {str(init_dir)!r} does not fit this model's modules (trained for another base model?)")
 
 
 def given_fields(args: argparse.Namespace, cls) -> dict:
@@ -123,10 +173,9 @@ def training_args_from(args: argparse.Namespace) -> TrainingArguments:
 def run(args: argparse.Namespace) -> None:
     """Check every option, the output folder and the data's columns, then load the model and train
     (prints on the main process only)."""
-    from pathlib import Path
-
     training_args = training_args_from(args)  # bad flags fail before anything loads
-    config = config_from_args(args, args.model)
+    init_dir = init_adapter_dir(args.init_adapter)
+    config = config_from_args(args, args.model, init_dir)
     if args.max_length < 2:
         raise ValueError(f"--max-length={args.max_length} is invalid; allowed: an integer >= 2")
     if args.max_samples is not None and args.max_samples < 1:
@@ -153,6 +202,9 @@ def run(args: argparse.Namespace) -> None:
     with torch.random.fork_rng(devices=[]):  # the modules' initial weights follow --seed: every process starts alike
         torch.manual_seed(training_args.seed)
         sdtp = get_sdtp_model(model, config)
+    if init_dir is not None:
+        start_from_adapter(sdtp, init_dir)
+        say(f"modules start from {init_dir}")
     samples = build_samples(rows, tokenizer, max_length=args.max_length, text_column=args.text_column,
                             messages_column=args.messages_column, packing=args.packing, tail_ratio=config.saliency_tail_ratio,
                             min_length=min(args.max_length, min_trainable_length(sdtp.schedule)))
