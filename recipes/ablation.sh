@@ -12,11 +12,12 @@
 #   window30    protected local window 0.3 (its own marking: the window changes which tokens are ranked)
 #   text-only   saliency targets from plain text only (task share 0)
 #   chats-only  saliency targets from task chats only (task share 1; code has no chats)
+#   followup    a quarter of the chats are two-turn (the question in a second user turn; --task-kinds ... followup)
 set -euo pipefail
 OUT=${1:?usage: ablation.sh OUT [ARM ...]}
 shift
 ARMS=("$@")
-[ ${#ARMS[@]} -gt 0 ] || ARMS=(paper distill window30 text-only chats-only)
+[ ${#ARMS[@]} -gt 0 ] || ARMS=(paper distill window30 text-only chats-only followup)
 PY=${PYTHON:-python}
 HERE=$(cd "$(dirname "$0")" && pwd)
 COMMON=(--genres plays novels code technical --length 1024 --samples 48 --steps 40 --per-device-batch-size 2
@@ -33,7 +34,8 @@ arm_flags() {  # arm -> marking name, then the flags that differ from `paper`
     window30) echo "mark-w30 --local-window-ratio 0.3" ;;
     text-only) echo "mark-text --task-share 0" ;;
     chats-only) echo "mark-chats --task-share 1" ;;
-    *) echo "unknown arm '$1'; allowed: paper distill window30 text-only chats-only" >&2; return 1 ;;
+    followup) echo "mark-fu --task-kinds passkey kv needle followup" ;;
+    *) echo "unknown arm '$1'; allowed: paper distill window30 text-only chats-only followup" >&2; return 1 ;;
   esac
 }
 

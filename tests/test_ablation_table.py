@@ -102,5 +102,9 @@ def test_the_ablation_script_runs_each_arm_with_its_own_flags_and_refuses_an_unk
     assert all("--samples 48 --steps 40 --per-device-batch-size 2" in line for line in marks + trains)
     assert sum("bench compare" in line and "--genres plays novels code technical bible" in line for line in out) == 2
     assert sum("bench suite" in line for line in out) == 2 and out[-1].endswith(f"ablation_table.py {tmp_path} distill window30")
+    followup = subprocess.run(["bash", str(ROOT / "recipes" / "ablation.sh"), str(tmp_path), "followup"],
+                              env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert any(f"--marking-dir {tmp_path}/mark-fu " in line and "--task-kinds passkey kv needle followup" in line
+               for line in followup if "--phases mark " in line)
     bad = subprocess.run(["bash", str(ROOT / "recipes" / "ablation.sh"), str(tmp_path), "oracle"], env=env, capture_output=True, text=True)
-    assert bad.returncode != 0 and "unknown arm 'oracle'; allowed: paper distill window30 text-only chats-only" in bad.stderr
+    assert bad.returncode != 0 and "unknown arm 'oracle'; allowed: paper distill window30 text-only chats-only followup" in bad.stderr
