@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 
-from .tasks import _retrieval, filler, template_ids
+from .tasks import _retrieval, answer_target, filler, template_ids
 
 FOLLOWUP_FACTS = ("passkey", "kv", "needle")
 # (unrelated first request, the assistant's fixed reply)
@@ -59,17 +59,8 @@ def followup_sample(tokenizer, texts: list[str], tokens: int, rng: random.Random
         {"role": "assistant", "content": reply},
         {"role": "user", "content": f"{lead} {question}"},
     ]
-    prompt, full = _render(tokenizer, messages, answer)
-    if full[: len(prompt)] != prompt:
-        raise ValueError("chat template does not extend the prompt with the answer; cannot mark targets")
-    return {
-        "input_ids": full,
-        "target_mask": [i >= len(prompt) for i in range(len(full))],
-        "prompt_length": len(prompt),
-        "kind": "followup",
-        "fact_kind": fact_kind,
-        "messages": messages,
-        "answer": answer,
+    return answer_target(*_render(tokenizer, messages, answer)) | {
+        "kind": "followup", "fact_kind": fact_kind, "messages": messages, "answer": answer,
     }
 
 

@@ -114,17 +114,18 @@ def chat_sample(tokenizer, document: str, question: str, answer: str, kind: str)
     else:
         eos = [tokenizer.eos_token_id] if getattr(tokenizer, "eos_token_id", None) is not None else []
         full = prompt + tokenizer(f" {answer}", add_special_tokens=False)["input_ids"] + eos
+    return answer_target(prompt, full) | {"kind": kind, "document": document, "question": question, "answer": answer}
+
+
+def answer_target(prompt: list[int], full: list[int]) -> dict:
+    """``{"input_ids": full, "target_mask", "prompt_length"}``: the tokens after ``prompt`` are the target.
+
+    Raises:
+        ValueError: ``full`` does not start with ``prompt`` (a chat template that rewrites earlier turns).
+    """
     if full[: len(prompt)] != prompt:
         raise ValueError("chat template does not extend the prompt with the answer; cannot mark targets")
-    return {
-        "input_ids": full,
-        "target_mask": [i >= len(prompt) for i in range(len(full))],
-        "prompt_length": len(prompt),
-        "kind": kind,
-        "document": document,
-        "question": question,
-        "answer": answer,
-    }
+    return {"input_ids": full, "target_mask": [i >= len(prompt) for i in range(len(full))], "prompt_length": len(prompt)}
 
 
 def retrieval_sample(tokenizer, texts: list[str], tokens: int, kind: str, rng: random.Random, depth: float | None = None) -> dict:
