@@ -87,12 +87,12 @@ def settings(argv: list[str] | None = None) -> tuple[argparse.Namespace, Trainin
     if adapter["local_window_ratio"] is None:
         del adapter["local_window_ratio"]
     config = SDTPConfig(base_model_name_or_path=MODELS[args.model].hub_id, **adapter)
-    if args.init_adapter is not None:
-        try:
-            args.init_dir = init_adapter_dir(args.init_adapter)
+    try:
+        args.init_dir = init_adapter_dir(args.init_adapter)  # None without --init-adapter
+        if args.init_dir is not None:
             check_init_shape(config, args.init_dir)
-        except (FileNotFoundError, ValueError) as err:
-            parser.error(str(err))
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(str(err))
     return args, training_args, config
 
 
@@ -103,7 +103,7 @@ def main() -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(training_args.seed)
         sdtp = get_sdtp_model(model, config)
-    if args.init_adapter is not None:
+    if args.init_dir is not None:
         start_from_adapter(sdtp, args.init_dir)
         print(f"modules start from {args.init_dir}")
     sdtp.print_trainable_parameters()

@@ -27,6 +27,7 @@ from ..data import genres as genre_registry
 from ..data.eval_filler import FILLER_GENRES, FillerPool, default_filler_genres, suite_documents
 from ..data.eval_tasks import TASKS, build_suite
 from ..model import SDTPModel
+from ..pruning.scorers import SCORER_IDS
 from .common import adapter_source, add_model_arguments, load_sdtp, model_label
 from .genre_fidelity import GenreNotAvailable
 from .journal import GenerationJournal, ids_sha256, tensors_sha256
@@ -43,8 +44,7 @@ ANSWER_TOKENS = {"retrieval": 16, "aggregation": 32, "second_turn": 16}
 SUMMARY_TOKENS = 64
 # --methods ids -> the method names of ``methods.standard_methods`` (the unpruned base always runs)
 METHOD_IDS = {
-    "sdtp": TRAINED, "random": "random", "recency": "recency (StreamingLLM-like)",
-    "norm": "hidden-state norm", "last-query": "last-query attention (LazyLLM-like)",
+    "sdtp": TRAINED, **SCORER_IDS,
 }
 
 

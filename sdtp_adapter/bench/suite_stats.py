@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from ..data.eval_tasks import BUCKETS, QA_TASKS, SPREAD, WHOLE
 from .genre_fidelity import BOOTSTRAP_SEED, LEVEL, RESAMPLES, interval_cell, paired_cell
+from ..pruning.scorers import RECENCY
 from .methods import BASE, TRAINED
 
-RECENCY = "recency (StreamingLLM-like)"
 TARGET_RATIO = 0.95
 ALL = "all"  # every depth bucket (or every length) pooled
 BUCKET_ORDER = (*BUCKETS, SPREAD, WHOLE)

@@ -20,7 +20,7 @@ import torch
 from ..architectures import model_dims
 from ..data import genres as genre_registry
 from ..planning.placements import SUBSETS, placements  # named subsets of the adapter's stages (trained modules exist only there)
-from ..pruning.scorers import scorers_for
+from ..pruning.scorers import SCORER_IDS, scorers_for
 from ..timing import interleaved
 from .common import add_model_arguments, heldout_ids, heldout_windows, load_sdtp, model_label
 from .flops import flops_speedup_bound
@@ -29,13 +29,8 @@ from .meta import results_dir, run_meta, write_results
 from .methods import Method
 from .plotting import pyplot, save_figure
 
-# --scorers ids -> (label in the points, name in ``scorers.scorers_for``)
-SCORERS = {
-    "recency": ("recency", "recency (StreamingLLM-like)"),
-    "norm": ("norm", "hidden-state norm"),
-    "last-query": ("last-query", "last-query attention (LazyLLM-like)"),
-    "random": ("random", "random"),
-}
+# --scorers ids (also their label in the points) -> name in ``scorers.scorers_for``
+SCORERS = {i: SCORER_IDS[i] for i in ("recency", "norm", "last-query", "random")}
 PLAYS = "plays"  # without --genres: the held-out plays, as before genres existed
 
 
@@ -99,11 +94,10 @@ def sweep_points(
     named = placements(sdtp.schedule.layers, list(dict.fromkeys(kinds or SUBSETS)))
     grid = [(name, layers, r) for name, layers in named.items() for r in keep_ratios]
     free = scorers_for(sdtp.base_model)
-    labels = ["SDTP"] + [SCORERS[i][0] for i in scorer_ids]
+    labels = ["SDTP", *scorer_ids]
     methods = {("SDTP", name, r): Method(f"SDTP | {name} | r={r}", layers=layers, keep_ratio=r) for name, layers, r in grid}
-    for i in scorer_ids:
-        label, full = SCORERS[i]
-        methods |= {(label, name, r): Method(f"{label} | {name} | r={r}", scorer=free[full], layers=layers, keep_ratio=r)
+    for label in scorer_ids:
+        methods |= {(label, name, r): Method(f"{label} | {name} | r={r}", scorer=free[SCORERS[label]], layers=layers, keep_ratio=r)
                     for name, layers, r in grid}
     values: dict[str, dict[str, list[float]]] = {m.name: {"delta_nll_pct": [], "kl": [], "top1": []} for m in methods.values()}
     by_genre: dict[str, dict[str, float]] = {m.name: {} for m in methods.values()}

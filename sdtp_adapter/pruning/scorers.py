@@ -69,11 +69,16 @@ def last_query_attention_scorer(model: nn.Module):
     return score
 
 
+# the training-free scorers' names in the benchmark tables, and their command-line ids (--methods, --scorers)
+RANDOM, RECENCY, NORM, LAST_QUERY = "random", "recency (StreamingLLM-like)", "hidden-state norm", "last-query attention (LazyLLM-like)"
+SCORER_IDS = {"random": RANDOM, "recency": RECENCY, "norm": NORM, "last-query": LAST_QUERY}
+
+
 def scorers_for(model) -> dict:
     """Every training-free scorer, named as in the benchmark tables, for ``model`` (a ``*ForCausalLM``)."""
     return {
-        "random": random_scorer(),
-        "recency (StreamingLLM-like)": recency_scorer,
-        "hidden-state norm": norm_scorer,
-        "last-query attention (LazyLLM-like)": last_query_attention_scorer(model),
+        RANDOM: random_scorer(),
+        RECENCY: recency_scorer,
+        NORM: norm_scorer,
+        LAST_QUERY: last_query_attention_scorer(model),
     }
