@@ -137,7 +137,8 @@ def plot(rows: list[dict], directory: Path, name: str = "suite-pareto.png") -> P
     axes[0].axhline(0.95, color="grey", linestyle="--", linewidth=0.8)
     axes[0].set(xlabel="measured prefill speedup", ylabel="QA accuracy / unpruned (mean of cells, each capped at 1)")
     axes[1].set(xlabel="measured prefill speedup", ylabel="summary ROUGE-L vs unpruned")
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:  # no run with a measured speedup: an empty plot, no legend
+        axes[0].legend(fontsize=7)
     return save_figure(fig, name, directory)
 
 
