@@ -22,6 +22,15 @@ from sdtp_adapter.persistence import load_adapter
 from sdtp_adapter.zoo import DEFAULT_MODEL, MODELS, SHIPPED_ADAPTERS
 
 
+# the recipe commands that trained each shipped adapter (recipes/train.py writes the model's chosen inference
+# schedule, zoo.PackagedModel.inference_schedule, into it); docs/training.md has the measured times
+TRAIN_COMMANDS = {
+    "smollm2-135m-instruct": "python recipes/train.py --output-dir DIR --genres plays novels code technical --length 1024 "
+                             "--samples 192 --steps 200 --per-device-batch-size 2 --save-every 10",
+    "gemma3-270m": "python recipes/train.py --output-dir DIR --model gemma3-270m --samples 120 --steps 40",
+}
+
+
 def section(name: str, render, command: str) -> list[str]:
     data = read_results(name, REPO_RESULTS_DIR)
     if data is None:
@@ -46,7 +55,7 @@ def main() -> None:
         folder,
         config,
         "\n".join(lines),
-        f"`python recipes/train.py{model_flag}` (see docs/training.md for the settings used), then "
+        f"`{TRAIN_COMMANDS[args.model]}` (docs/training.md: data, schedule, time), then "
         f"`sdtp bench compare{flag}`, `sdtp bench speed{flag}`, `sdtp bench suite{flag} --lm-eval` and "
         f"`python recipes/model_card.py{model_flag}`.",
         base_weights=MODELS[args.model].upstream.split(" (", 1)[-1].rstrip(")") + ", dequantised to fp32",

