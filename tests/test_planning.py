@@ -118,8 +118,9 @@ def test_kv_bytes_and_kept_tokens_equal_a_real_pruned_prefill(family):
 
 # ---------------------------------------------------------------------------------------------- preference, errors, inputs
 def sweep_points_from_the_page() -> list[dict]:
-    """The rows of docs/benchmarks.md's sweep table as ``bench.sweep`` points (bold = Pareto front)."""
-    section = (DOCS / "benchmarks.md").read_text().split("## Sweep: keep ratio x stage placement")[1].split("\n## ")[0]
+    """The rows of the four-placement sweep's table (docs/benchmarks/earlier/sweep-plays-adapter.md, the run
+    ``PLACEMENT_PREFERENCE`` comes from) as ``bench.sweep`` points (bold = Pareto front)."""
+    section = (DOCS / "benchmarks" / "earlier" / "sweep-plays-adapter.md").read_text().split("## Sweep: keep ratio x stage placement")[1].split("\n## ")[0]
     points = []
     for line in section.splitlines():
         cells = [c.strip().strip("*") for c in line.strip().strip("|").split("|")]

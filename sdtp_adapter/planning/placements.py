@@ -1,7 +1,8 @@
 """Stage placements: the sweep's named subsets of a stage grid, and the order the planner tries them in.
 
-``bench.sweep`` measures each subset at several keep ratios; ``PLACEMENT_PREFERENCE`` is its result
-(``quality_ranking`` recomputes it from a sweep's points).
+``bench.sweep`` measures each subset at several keep ratios; ``PLACEMENT_PREFERENCE`` is its result on the
+four-placement sweep of SmolLM2 (docs/benchmarks/earlier/sweep-plays-adapter.md; ``quality_ranking``
+recomputes it from a sweep's points).
 """
 
 from __future__ import annotations
