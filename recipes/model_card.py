@@ -31,24 +31,25 @@ TRAIN_COMMANDS = {
 }
 
 
-def measured_keep_ratio(results: dict, config, num_layers: int) -> float | None:
+def measured_keep_ratio(results: dict, config) -> float | None:
     """The per-stage keep ratio a section's results were measured at (compare: from SDTP's kept share)."""
     if "schedule" in results:  # suite
         return results["schedule"]["keep_ratio"]
     if "keep_ratio" in results:  # speed
         return results["keep_ratio"]
     if "sdtp_kept_share" in results:  # compare: the share the adapter's own schedule gives at its prefix
-        share = config.schedule(num_layers).kept_share(results["prefix"], num_layers)
+        layers = config.num_hidden_layers
+        share = config.schedule(layers).kept_share(results["prefix"], layers)
         return config.keep_ratio if abs(share - results["sdtp_kept_share"]) < 1e-3 else None
     return None
 
 
-def section(name: str, render, command: str, config, num_layers: int) -> list[str]:
+def section(name: str, render, command: str, config) -> list[str]:
     """The card's lines for one results file; refused when it was measured on another budget than the adapter's."""
     data = read_results(name, REPO_RESULTS_DIR)
     if data is None:
         raise ValueError(f"docs/benchmarks/{name}.json is missing: run `{command}` first")
-    measured = measured_keep_ratio(data["results"], config, num_layers)
+    measured = measured_keep_ratio(data["results"], config)
     if measured is None or abs(measured - config.keep_ratio) > 1e-9:
         raise ValueError(f"docs/benchmarks/{name}.json was measured at keep ratio {measured} (None: another schedule), "
                          f"the adapter is configured at {config.keep_ratio}: rerun `{command}`")
@@ -64,11 +65,10 @@ def main() -> None:
     model_flag = "" if args.model == DEFAULT_MODEL else f" --model {args.model}"
     flag = model_flag + " --out docs/benchmarks"  # the bench commands write the repository's results
     config, _ = load_adapter(folder)
-    layers = config.num_hidden_layers
-    lines = section(f"compare-{args.model}", compare.render, f"sdtp bench compare{flag}", config, layers)
-    lines += ["", *section(f"speed-{args.model}", speed.render, f"sdtp bench speed{flag}", config, layers)]
+    lines = section(f"compare-{args.model}", compare.render, f"sdtp bench compare{flag}", config)
+    lines += ["", *section(f"speed-{args.model}", speed.render, f"sdtp bench speed{flag}", config)]
     if read_results(f"suite-{args.model}", REPO_RESULTS_DIR) is not None:  # the held-out suite, once it has run
-        lines += ["", *section(f"suite-{args.model}", suite.render, f"sdtp bench suite{flag} --lm-eval", config, layers)]
+        lines += ["", *section(f"suite-{args.model}", suite.render, f"sdtp bench suite{flag} --lm-eval", config)]
     write_model_card(
         folder,
         config,

@@ -85,10 +85,7 @@ def settings(argv: list[str] | None = None) -> tuple[argparse.Namespace, Trainin
     add_dataclass_flags(parser.add_argument_group("training (TrainingArguments)"), TrainingArguments, ARGS_SKIP, RECIPE_DEFAULTS)
     args = parser.parse_args(argv)
     check_mixture_args(parser, args)
-    output_dir = args.output_dir
-    given = given_fields(args, TrainingArguments)
-    given.pop("output_dir")  # the recipe's own option
-    training_args = TrainingArguments(**{**RECIPE_DEFAULTS, **given, "output_dir": output_dir})
+    training_args = TrainingArguments(**{**RECIPE_DEFAULTS, **given_fields(args, TrainingArguments)})  # --output-dir among them
     adapter = given_fields(args, SDTPConfig)  # the recipe's --local-window-ratio is among them (None: the default)
     if adapter["local_window_ratio"] is None:
         del adapter["local_window_ratio"]

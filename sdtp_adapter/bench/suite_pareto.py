@@ -65,22 +65,19 @@ def pareto_rows(suites: list[dict], sweep: dict | None) -> list[dict]:
         raise ValueError(f"two suite runs share a keep ratio ({sorted(ratios)}); allowed: one run per keep ratio")
     rows = []
     for suite in sorted(suites, key=lambda s: -s["schedule"]["keep_ratio"]):
-        schedule, summaries = suite["schedule"], suite["summarization"]
+        schedule, summaries = suite["schedule"], suite["summarization"] if "summarization" in suite["tasks"] else None
+        cells = [(task, str(length)) for task in QA_TASKS for length in suite["lengths"]]
+        base = {cell: qa_cell(suite["accuracy"], *cell, BASE) for cell in cells}
         for method in [m for m in suite["methods"] if m != BASE]:
-            qa = {
-                (task, str(length)): {"method": qa_cell(suite["accuracy"], task, str(length), method),
-                                      "base": qa_cell(suite["accuracy"], task, str(length), BASE)}
-                for task in QA_TASKS for length in suite["lengths"]
-            }
+            qa = {(task, length): {"method": qa_cell(suite["accuracy"], task, length, method), "base": base[task, length]}
+                  for task, length in cells}
             rows.append({
                 "keep_ratio": schedule["keep_ratio"], "kept_share": suite["kept_share"][method], "method": method,
                 "prompts": suite["prompts"], "speedup": sweep_speedup(sweep, method, schedule["layers"], schedule["keep_ratio"]),
                 "qa": {f"{task}@{length}": cell for (task, length), cell in qa.items() if cell["method"] is not None},
-                "rouge_l": summaries["all"]["methods"][method]["rouge_l"] if "summarization" in suite["tasks"] else None,
-                "degenerate": {length: summaries[str(length)]["methods"][method]["degenerate"]["mean"]
-                               for length in suite["lengths"]} if "summarization" in suite["tasks"] else None,
-                "degenerate_base": {length: summaries[str(length)]["methods"][BASE]["degenerate"]["mean"]
-                                    for length in suite["lengths"]} if "summarization" in suite["tasks"] else None,
+                "rouge_l": summaries["all"]["methods"][method]["rouge_l"] if summaries else None,
+                "degenerate": {n: summaries[str(n)]["methods"][method]["degenerate"]["mean"] for n in suite["lengths"]} if summaries else None,
+                "degenerate_base": {n: summaries[str(n)]["methods"][BASE]["degenerate"]["mean"] for n in suite["lengths"]} if summaries else None,
                 "verdict": {k: suite["verdict"][k]["met"] for k in VERDICTS if k in suite["verdict"]} if method == TRAINED else None,
             })
     return rows
