@@ -5,7 +5,9 @@
 #   bash recipes/ablation.sh OUT                 # every arm (about 50 min each on 2 cores), then the table
 #   bash recipes/ablation.sh OUT paper distill   # some arms
 # Resumable: a finished step is skipped (its adapter or JSON exists), a training run resumes from its newest
-# checkpoint and the suite from its journal. The table: python recipes/ablation_table.py OUT > table.md
+# checkpoint and the suite from its journal; an arm whose two eval JSONs exist is skipped whole, so the measured
+# arms kept in docs/benchmarks/ablation (eval JSONs, trainer_state.json, adapter_config.json; no weights) can be
+# copied into OUT to finish the rest. The table: python recipes/ablation_table.py OUT > table.md
 # Arms (all else equal, the paper's recipe is `paper`):
 #   paper       L_lm under simulated pruning, local window 0.1, text windows and chats (task share 0.5)
 #   distill     KL to the unpruned model's next-token distribution instead of L_lm (beyond the paper)
@@ -45,6 +47,10 @@ for arm in "${ARMS[@]}"; do
   marking=${words[0]}
   flags=("${words[@]:1}")
   out="$OUT/$arm"
+  if [ -f "$out/eval/compare-smollm2-135m-instruct.json" ] && [ -f "$out/eval/suite-smollm2-135m-instruct.json" ]; then
+    echo "$arm: measured already (its eval JSONs exist), skipped"
+    continue
+  fi
   if [ ! -f "$out/adapter_config.json" ]; then
     if [ ! -f "$OUT/$marking/shard-0-of-1.safetensors" ]; then
       $PY "$HERE/train.py" --output-dir "$OUT/$marking-run" "${COMMON[@]}" "${flags[@]}" --phases mark \

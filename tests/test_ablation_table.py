@@ -108,3 +108,18 @@ def test_the_ablation_script_runs_each_arm_with_its_own_flags_and_refuses_an_unk
                for line in followup if "--phases mark " in line)
     bad = subprocess.run(["bash", str(ROOT / "recipes" / "ablation.sh"), str(tmp_path), "oracle"], env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown arm 'oracle'; allowed: paper distill window30 text-only chats-only followup" in bad.stderr
+
+
+def test_the_ablation_script_skips_an_arm_whose_results_exist_and_runs_the_rest(tmp_path):
+    import subprocess
+
+    (tmp_path / "paper" / "eval").mkdir(parents=True)
+    for name in ("compare", "suite"):
+        (tmp_path / "paper" / "eval" / f"{name}-smollm2-135m-instruct.json").write_text("{}")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": "echo"}
+    out = subprocess.run(["bash", str(ROOT / "recipes" / "ablation.sh"), str(tmp_path), "paper", "distill"],
+                         env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "paper: measured already (its eval JSONs exist), skipped" in out
+    assert not any(f"{tmp_path}/paper " in line or f"--adapter {tmp_path}/paper" in line for line in out)
+    assert sum("bench compare" in line for line in out) == 1 and f"--adapter {tmp_path}/distill " in next(
+        line for line in out if "bench compare" in line)
