@@ -11,7 +11,7 @@ Each arm folder holds the adapter (``trainer_state.json``) and ``eval/`` with ``
    (``paper``), dNLL points, ``*`` where the paired interval excludes zero (below zero: the arm is better);
 3. held-out tasks: accuracy of the arm and the unpruned model per QA task, summary ROUGE-L against the
    unpruned summary and the degenerate share, and the arm minus recency, paired by prompt;
-4. training: samples, joint steps, median seconds per joint step and the mean L_lm of the last 10 steps.
+4. training: distinct samples the joint steps drew, joint steps, median seconds per joint step and the mean L_lm of the last 10 steps.
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ def suite_table(arms: dict[str, dict]) -> list[str]:
 
 def training_table(arms: dict[str, dict]) -> list[str]:
     """Table 4 from each arm's ``trainer_state.json`` (median step time: robust to pauses)."""
-    lines = ["| arm | samples | joint steps | batch | s / step (median) | L_lm, last 10 steps |", "|---|---|---|---|---|---|"]
+    lines = ["| arm | distinct samples drawn | joint steps | batch | s / step (median) | L_lm, last 10 steps |",
+             "|---|---|---|---|---|---|"]
     for arm, data in arms.items():
         state = data["state"]
         if not state:
@@ -115,7 +116,8 @@ def training_table(arms: dict[str, dict]) -> list[str]:
             continue
         joint, args = state["joint"], state["args"]
         last = joint[-10:]
-        lines.append(f"| {arm} | {args.get('samples', '—')} | {len(joint)} | {args.get('per_device_batch_size', '—')} | "
+        drawn = len({row for step in joint for row in step["rows"]})  # the state keeps no sample count of its own
+        lines.append(f"| {arm} | {drawn} | {len(joint)} | {args['per_device_batch_size']} | "
                      f"{statistics.median(s['seconds'] for s in joint):.1f} | "
                      f"{sum(s['lm'] for s in last) / len(last):.3f} |")
     return lines

@@ -56,8 +56,9 @@ def write_arm(out: Path, arm: str, sdtp: list[float], recency: list[float], scor
     (out / arm / "eval").mkdir(parents=True)
     (out / arm / "eval" / "compare-m.json").write_text(json.dumps({"meta": {}, "results": compare_results(sdtp, recency)}))
     (out / arm / "eval" / "suite-m.json").write_text(json.dumps({"meta": {}, "results": suite_results(scores, [0.0] * len(scores))}))
-    joint = [{"step": i + 1, "lm": 2.0, "seconds": s} for i, s in enumerate([30.0, 32.0, 9999.0, 31.0])]
-    (out / arm / "trainer_state.json").write_text(json.dumps({"joint": joint, "args": {"samples": 48, "per_device_batch_size": 2}}))
+    rows = [[0, 1], [2, 3], [0, 4], [5, 1]]  # 6 distinct samples
+    joint = [{"step": i + 1, "lm": 2.0, "seconds": s, "rows": r} for i, (s, r) in enumerate(zip([30.0, 32.0, 9999.0, 31.0], rows))]
+    (out / arm / "trainer_state.json").write_text(json.dumps({"joint": joint, "args": {"per_device_batch_size": 2}}))
 
 
 def test_tables_hold_the_arms_figures_and_naive_paired_differences(tmp_path):
@@ -73,7 +74,7 @@ def test_tables_hold_the_arms_figures_and_naive_paired_differences(tmp_path):
     assert row.count(f"| {expected[0]:+.2f} [{expected[1]:+.2f}, {expected[2]:+.2f}] * |") == 2  # both genres
     assert "| paper | 0.75 [" in tasks and "| distill | 0.50 [" in tasks and "1.00 [1.00, 1.00]" in tasks
     assert "0.600 [0.600, 0.600] | 0.00 / 0.00 | +0.200 [+0.200, +0.200] *" in tasks
-    assert "| paper | 48 | 4 | 2 | 31.5 | 2.000 |" in training  # the median ignores a paused step
+    assert "| paper | 6 | 4 | 2 | 31.5 | 2.000 |" in training  # the median ignores a paused step
     assert ablation_table.table(tmp_path) == ablation_table.table(tmp_path, ["distill", "paper"])
 
 
@@ -123,3 +124,13 @@ def test_the_ablation_script_skips_an_arm_whose_results_exist_and_runs_the_rest(
     assert not any(f"{tmp_path}/paper " in line or f"--adapter {tmp_path}/paper" in line for line in out)
     assert sum("bench compare" in line for line in out) == 1 and f"--adapter {tmp_path}/distill " in next(
         line for line in out if "bench compare" in line)
+
+
+def test_the_measured_arms_kept_in_docs_render_with_every_table():
+    kept = ROOT / "docs" / "benchmarks" / "ablation"
+    arms = sorted(p.name for p in kept.iterdir() if (p / "eval").is_dir())
+    assert "paper" in arms
+    md = ablation_table.table(kept, ["paper"] + [a for a in arms if a != "paper"])
+    for arm in arms:  # one row per arm in each of the four tables, none of them "not finished"
+        assert sum(line.startswith(f"| {arm} | ") for line in md.splitlines()) == 4
+    assert "not finished" not in md and "No " not in md
