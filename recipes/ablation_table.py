@@ -9,8 +9,9 @@ Each arm folder holds the adapter (``trainer_state.json``) and ``eval/`` with ``
 1. fidelity per genre: the arm's dNLL and KL, mean [95% interval over windows];
 2. paired differences per genre, SDTP minus recency (the rule to beat) and the arm minus the first arm
    (``paper``), dNLL points, ``*`` where the paired interval excludes zero (below zero: the arm is better);
-3. held-out tasks: accuracy of the arm and the unpruned model per QA task, summary ROUGE-L against the
-   unpruned summary and the degenerate share, and the arm minus recency, paired by prompt;
+3. held-out tasks: accuracy of the arm and the unpruned model per QA task, the arm minus recency and minus the
+   first arm, summary ROUGE-L against the unpruned summary and the degenerate share, and the arm minus
+   recency, paired by prompt;
 4. training: distinct samples the joint steps drew, joint steps, median seconds per joint step and the mean L_lm of the last 10 steps.
 """
 
@@ -82,17 +83,23 @@ def suite_table(arms: dict[str, dict]) -> list[str]:
     if not measured:
         return ["No task-suite results yet."]
     tasks = list(next(iter(measured.values()))["accuracy"])
-    head = [f"{t}: arm | {t}: unpruned | {t}: arm - recency" for t in tasks]
+    first = next(iter(measured))
+
+    def scores(res: dict, task: str, method: str) -> list[float]:
+        return [res["per_prompt"][method]["score"][i] for i, s in enumerate(res["samples"]) if s["task"] == task]
+
+    head = [f"{t}: arm | {t}: unpruned | {t}: arm - recency | {t}: arm - {first}" for t in tasks]
     lines = ["| arm | " + " | ".join(head) + " | summary ROUGE-L | degenerate: arm / unpruned | ROUGE-L: arm - recency |",
-             "|---|" + "---|---|---|" * len(tasks) + "---|---|---|"]
+             "|---|" + "---|---|---|---|" * len(tasks) + "---|---|---|"]
     for arm, res in measured.items():
+        if res["samples"] != measured[first]["samples"]:
+            raise ValueError(f"arm {arm}: its suite prompts differ from {first}'s; the arms must be measured on the same prompts")
         row = []
         for task in tasks:
-            rows = [i for i, s in enumerate(res["samples"]) if s["task"] == task]
-            score = res["per_prompt"]
-            own = [score[TRAINED]["score"][i] for i in rows]
-            row += [cell(interval_cell(own), ".2f"), cell(interval_cell([score[BASE]["score"][i] for i in rows]), ".2f"),
-                    paired(paired_cell(own, [score[RECENCY]["score"][i] for i in rows]))]
+            own = scores(res, task, TRAINED)
+            row += [cell(interval_cell(own), ".2f"), cell(interval_cell(scores(res, task, BASE)), ".2f"),
+                    paired(paired_cell(own, scores(res, task, RECENCY))),
+                    "—" if arm == first else paired(paired_cell(own, scores(measured[first], task, TRAINED)))]
         pooled = (res.get("summarization") or {}).get("all")
         if pooled:
             m = pooled["methods"]

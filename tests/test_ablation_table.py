@@ -74,6 +74,10 @@ def test_tables_hold_the_arms_figures_and_naive_paired_differences(tmp_path):
     assert row.count(f"| {expected[0]:+.2f} [{expected[1]:+.2f}, {expected[2]:+.2f}] * |") == 2  # both genres
     assert "| paper | 0.75 [" in tasks and "| distill | 0.50 [" in tasks and "1.00 [1.00, 1.00]" in tasks
     assert "0.600 [0.600, 0.600] | 0.00 / 0.00 | +0.200 [+0.200, +0.200] *" in tasks
+    tasks_expected = paired_difference([1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 0.0, 1.0])  # distill minus paper, by prompt
+    distill_row = next(line for line in tasks.split("\n") if line.startswith("| distill | "))
+    assert f"| {tasks_expected[0]:+.2f} [{tasks_expected[1]:+.2f}, {tasks_expected[2]:+.2f}] |" in distill_row
+    assert tasks_expected[0] == pytest.approx(-0.25)
     assert "| paper | 6 | 4 | 2 | 31.5 | 2.000 |" in training  # the median ignores a paused step
     assert ablation_table.table(tmp_path) == ablation_table.table(tmp_path, ["distill", "paper"])
 
@@ -83,6 +87,9 @@ def test_arms_on_other_windows_or_missing_are_named(tmp_path):
     write_arm(tmp_path, "short", [3.03, 3.06], [3.06] * 2, [1.0] * 2)
     with pytest.raises(ValueError, match="arm short, genre plays: 2 windows against 4 for paper"):
         ablation_table.table(tmp_path, ["paper", "short"])
+    write_arm(tmp_path, "fewer-prompts", [3.03, 3.06, 3.00, 3.09], [3.06] * 4, [1.0] * 2)
+    with pytest.raises(ValueError, match="arm fewer-prompts: its suite prompts differ from paper's"):
+        ablation_table.table(tmp_path, ["paper", "fewer-prompts"])
     with pytest.raises(ValueError, match=r"arms \['window30'\] have no folder under"):
         ablation_table.table(tmp_path, ["paper", "window30"])
     with pytest.raises(ValueError, match="no arm folder with eval/ results"):
