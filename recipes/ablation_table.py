@@ -131,8 +131,9 @@ def training_table(arms: dict[str, dict]) -> list[str]:
 
 
 def table(out: Path, arms: list[str] | None = None) -> str:
-    """The whole markdown for the arms under ``out`` (default: every subfolder with ``eval/``, sorted)."""
-    names = arms or sorted(p.name for p in out.iterdir() if (p / "eval").is_dir())
+    """The whole markdown for the arms under ``out`` (default: every subfolder with ``eval/``, ``paper`` first)."""
+    # default order: `paper` first (the arm the others are paired against), the rest sorted
+    names = arms or sorted((p.name for p in out.iterdir() if (p / "eval").is_dir()), key=lambda a: (a != "paper", a))
     if not names:
         raise ValueError(f"{out}: no arm folder with eval/ results; run recipes/ablation.sh {out} first")
     missing = [a for a in names if not (out / a).is_dir()]
@@ -147,7 +148,7 @@ def table(out: Path, arms: list[str] | None = None) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="the folder recipes/ablation.sh wrote")
-    parser.add_argument("arms", nargs="*", help="arms in table order (default: every arm folder with eval/ results)")
+    parser.add_argument("arms", nargs="*", help="arms in table order (default: every arm folder with eval/ results, paper first, the rest sorted)")
     args = parser.parse_args(argv)
     print(table(args.out, args.arms or None), end="")
 
