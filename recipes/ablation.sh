@@ -2,7 +2,7 @@
 # The training ablation of docs/training.md (issue 12), SmolLM2-135M-Instruct at a small scale: each arm trains
 # 48 samples x 1024 tokens of plays/novels/code/technical (train documents) for 40 joint steps of batch 2, then
 # is measured on held-out documents (5 genres, the bible never trained on) and a short held-out task suite.
-#   bash recipes/ablation.sh OUT                 # every arm (about 50 min each on 2 cores), then the table
+#   bash recipes/ablation.sh OUT                 # every arm (about 27 min each alone on 2 cores), then the table
 #   bash recipes/ablation.sh OUT paper distill   # some arms
 # Resumable: a finished step is skipped (its adapter or JSON exists), a training run resumes from its newest
 # checkpoint and the suite from its journal; an arm whose two eval JSONs exist is skipped whole, so the measured

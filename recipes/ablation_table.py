@@ -12,7 +12,8 @@ Each arm folder holds the adapter (``trainer_state.json``) and ``eval/`` with ``
 3. held-out tasks: accuracy of the arm and the unpruned model per QA task, the arm minus recency and minus the
    first arm, summary ROUGE-L against the unpruned summary and the degenerate share, and the arm minus
    recency, paired by prompt;
-4. training: distinct samples the joint steps drew, joint steps, median seconds per joint step and the mean L_lm of the last 10 steps.
+4. training: distinct samples the joint steps drew, joint steps, median seconds per joint step and the mean
+   L_lm of the last 10 steps.
 """
 
 from __future__ import annotations
