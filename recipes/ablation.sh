@@ -47,7 +47,9 @@ for arm in "${ARMS[@]}"; do
   marking=${words[0]}
   flags=("${words[@]:1}")
   out="$OUT/$arm"
-  if [ -f "$out/eval/compare-smollm2-135m-instruct.json" ] && [ -f "$out/eval/suite-smollm2-135m-instruct.json" ]; then
+  compare_json="$out/eval/compare-smollm2-135m-instruct.json"
+  suite_json="$out/eval/suite-smollm2-135m-instruct.json"
+  if [ -f "$compare_json" ] && [ -f "$suite_json" ]; then
     echo "$arm: measured already (its eval JSONs exist), skipped"
     continue
   fi
@@ -61,9 +63,9 @@ for arm in "${ARMS[@]}"; do
     $PY "$HERE/train.py" --output-dir "$out" "${COMMON[@]}" "${flags[@]}" --phases warm,joint \
       --marking-dir "$OUT/$marking" --no-overwrite-output-dir "${resume[@]}"
   fi
-  [ -f "$out/eval/compare-smollm2-135m-instruct.json" ] || \
+  [ -f "$compare_json" ] || \
     $PY -m sdtp_adapter.cli bench compare --adapter "$out" "${COMPARE[@]}" --out "$out/eval"
-  [ -f "$out/eval/suite-smollm2-135m-instruct.json" ] || \
+  [ -f "$suite_json" ] || \
     $PY -m sdtp_adapter.cli bench suite --adapter "$out" "${SUITE[@]}" --out "$out/eval"
   echo "$arm: done $(date +%T)"
 done
