@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Issue 12's Gemma-3-270M retraining at a reduced scale: the SmolLM2 recipe's four-genre mixture (train
+# documents of plays/novels/code/technical, half text windows, half retrieval chats) at 4,096-token samples,
+# then measured on held-out documents and the held-out suite at 4K, next to the shipped (plays-only) adapter.
+#   PYTHON=.venv/bin/python bash recipes/gemma_mix.sh OUT    # about 90 min alone on 2 cores
+# Resumable like recipes/ablation.sh: a finished step is skipped (its adapter or JSON exists), training resumes
+# from its newest checkpoint and the suite from its journal. The small results (eval JSONs, trainer_state.json,
+# adapter_config.json) of the 2026-11-27 run are kept in docs/benchmarks/gemma-mix.
+# Reduced against the full plan of docs/quality.md (30 prompts per task at 4K and 8K, hundreds of steps):
+# 32 samples, 24 joint steps of one sample, prose at 2K prefixes (6 windows per genre), the suite at 4K only
+# with 10 prompts per task.
+set -euo pipefail
+OUT=${1:?usage: gemma_mix.sh OUT}
+PY=${PYTHON:-python}
+HERE=$(cd "$(dirname "$0")" && pwd)
+MODEL=(--model gemma3-270m)
+TRAIN=(--genres plays novels code technical --length 4096 --samples 32 --steps 24 --per-device-batch-size 1
+       --save-every 4 --save-total-limit 1 --seed 1)
+COMPARE=(--genres plays novels code technical bible --windows 6 --prefix 2048 --continuation 128
+         --no-tasks --no-llmlingua --no-kvpress)
+SUITE=(--tasks retrieval second_turn summarization --lengths 4096 --prompts 10)
+
+run="$OUT/mix4k"
+if [ ! -f "$run/adapter_config.json" ]; then
+  if [ ! -f "$OUT/marking/shard-0-of-1.safetensors" ]; then
+    $PY "$HERE/train.py" "${MODEL[@]}" --output-dir "$OUT/marking-run" "${TRAIN[@]}" --phases mark \
+      --marking-dir "$OUT/marking" --overwrite-output-dir
+  fi
+  resume=()
+  ls -d "$run"/checkpoint-* >/dev/null 2>&1 && resume=(--resume-from-checkpoint latest)
+  $PY "$HERE/train.py" "${MODEL[@]}" --output-dir "$run" "${TRAIN[@]}" --phases warm,joint \
+    --marking-dir "$OUT/marking" --no-overwrite-output-dir "${resume[@]}"
+fi
+[ -f "$run/eval/compare-gemma3-270m.json" ] || \
+  $PY -m sdtp_adapter.cli bench compare "${MODEL[@]}" --adapter "$run" "${COMPARE[@]}" --out "$run/eval"
+[ -f "$run/eval/suite-gemma3-270m.json" ] || \
+  $PY -m sdtp_adapter.cli bench suite "${MODEL[@]}" --adapter "$run" "${SUITE[@]}" --methods sdtp recency \
+    --out "$run/eval"
+# the shipped adapter on the same prompts (the unpruned answers are recomputed: the suite always runs the base)
+[ -f "$OUT/shipped/eval/suite-gemma3-270m.json" ] || \
+  $PY -m sdtp_adapter.cli bench suite "${MODEL[@]}" "${SUITE[@]}" --methods sdtp --out "$OUT/shipped/eval"
+echo "gemma_mix: done $(date +%T)"
