@@ -99,14 +99,14 @@ def suite_table(arms: dict[str, dict]) -> list[str]:
         for task in tasks:
             own = scores(res, task, TRAINED)
             row += [cell(interval_cell(own), ".2f"), cell(interval_cell(scores(res, task, BASE)), ".2f"),
-                    paired(paired_cell(own, scores(res, task, RECENCY))),
+                    paired(paired_cell(own, scores(res, task, RECENCY))) if RECENCY in res["per_prompt"] else "—",
                     "—" if arm == first else paired(paired_cell(own, scores(measured[first], task, TRAINED)))]
         pooled = (res.get("summarization") or {}).get("all")
         if pooled:
             m = pooled["methods"]
             row += [cell(m[TRAINED]["rouge_l"], ".3f"),
                     f"{m[TRAINED]['degenerate']['mean']:.2f} / {m[BASE]['degenerate']['mean']:.2f}",
-                    paired(m[RECENCY]["vs_sdtp"]["rouge_l"], "+.3f")]
+                    paired(m[RECENCY]["vs_sdtp"]["rouge_l"], "+.3f") if RECENCY in m else "—"]
         else:
             row += ["—"] * 3
         lines.append(f"| {arm} | " + " | ".join(row) + " |")
@@ -119,8 +119,8 @@ def training_table(arms: dict[str, dict]) -> list[str]:
              "|---|---|---|---|---|---|"]
     for arm, data in arms.items():
         state = data["state"]
-        if not state:
-            lines.append(f"| {arm} | — | not finished | — | — | — |")
+        if not state or "joint" not in state:  # not trained yet, or an adapter from before the joint-step record
+            lines.append(f"| {arm} | — | no joint-step record | — | — | — |")
             continue
         joint, args = state["joint"], state["args"]
         last = joint[-10:]

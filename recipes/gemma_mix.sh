@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Issue 12's Gemma-3-270M retraining at a reduced scale: the SmolLM2 recipe's four-genre mixture (train
 # documents of plays/novels/code/technical, half text windows, half retrieval chats) at 4,096-token samples,
-# then measured on held-out documents and the held-out suite at 4K, next to the shipped (plays-only) adapter.
-#   PYTHON=.venv/bin/python bash recipes/gemma_mix.sh OUT    # about 90 min alone on 2 cores
+# then measured on held-out documents and the held-out suite at 4K.
+#   PYTHON=.venv/bin/python bash recipes/gemma_mix.sh OUT                        # about 65 min alone on 2 cores
+#   BASELINE=DIR PYTHON=.venv/bin/python bash recipes/gemma_mix.sh OUT           # + adapter DIR on the same
+#       windows and prompts, into OUT/baseline (the plays-only adapter shipped until 2026-11-27:
+#       `git show d272658:sdtp_adapter/adapters/gemma3-270m/<file>`; about 17 min more)
 # Resumable like recipes/ablation.sh: a finished step is skipped (its adapter or JSON exists), training resumes
-# from its newest checkpoint and the suite from its journal. The small results (eval JSONs, trainer_state.json,
-# adapter_config.json) of the 2026-11-27 run are kept in docs/benchmarks/gemma-mix.
+# from its newest checkpoint and the suite from its journal. The 2026-11-27 run (its adapter shipped since) is
+# kept in docs/benchmarks/gemma-mix: eval JSONs, trainer_state.json, adapter_config.json, and tables.md from
+# `python recipes/ablation_table.py OUT baseline mix4k` (the baseline kept as plays-only).
 # Reduced against the full plan of docs/quality.md (30 prompts per task at 4K and 8K, hundreds of steps):
 # 32 samples, 24 joint steps of one sample, prose at 2K prefixes (6 windows per genre), the suite at 4K only
 # with 10 prompts per task.
@@ -36,7 +40,11 @@ fi
 [ -f "$run/eval/suite-gemma3-270m.json" ] || \
   $PY -m sdtp_adapter.cli bench suite "${MODEL[@]}" --adapter "$run" "${SUITE[@]}" --methods sdtp recency \
     --out "$run/eval"
-# the shipped adapter on the same prompts (the unpruned answers are recomputed: the suite always runs the base)
-[ -f "$OUT/shipped/eval/suite-gemma3-270m.json" ] || \
-  $PY -m sdtp_adapter.cli bench suite "${MODEL[@]}" "${SUITE[@]}" --methods sdtp --out "$OUT/shipped/eval"
+if [ -n "${BASELINE:-}" ]; then  # the unpruned answers are recomputed: the suite always runs the base
+  [ -f "$OUT/baseline/eval/compare-gemma3-270m.json" ] || \
+    $PY -m sdtp_adapter.cli bench compare "${MODEL[@]}" --adapter "$BASELINE" "${COMPARE[@]}" --out "$OUT/baseline/eval"
+  [ -f "$OUT/baseline/eval/suite-gemma3-270m.json" ] || \
+    $PY -m sdtp_adapter.cli bench suite "${MODEL[@]}" --adapter "$BASELINE" "${SUITE[@]}" --methods sdtp \
+      --out "$OUT/baseline/eval"
+fi
 echo "gemma_mix: done $(date +%T)"

@@ -138,8 +138,8 @@ def test_the_measured_arms_kept_in_docs_render_with_every_table_and_their_page_i
     arms = sorted(p.name for p in kept.iterdir() if (p / "eval").is_dir())
     assert "paper" in arms
     md = ablation_table.table(kept)
-    for arm in arms:  # one row per arm in each of the four tables, none of them "not finished"
+    for arm in arms:  # one row per arm in each of the four tables, none of them without its training record
         assert sum(line.startswith(f"| {arm} | ") for line in md.splitlines()) == 4
-    assert "not finished" not in md and "No " not in md
+    assert "no joint-step record" not in md and "No " not in md
     # the page docs/training.md links is this output, regenerated whenever an arm is added
     assert (kept / "tables.md").read_text().split("\n\n", 1)[1] == md

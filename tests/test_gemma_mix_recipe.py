@@ -11,21 +11,28 @@ SCRIPT = ROOT / "recipes" / "gemma_mix.sh"
 ENV = {"PATH": "/usr/bin:/bin", "PYTHON": "echo"}  # print the commands instead of running them
 
 
-def commands(out: Path) -> list[str]:
-    return subprocess.run(["bash", str(SCRIPT), str(out)], env=ENV, capture_output=True, text=True,
+def commands(out: Path, **env: str) -> list[str]:
+    return subprocess.run(["bash", str(SCRIPT), str(out)], env=ENV | env, capture_output=True, text=True,
                           check=True).stdout.splitlines()
 
 
-def test_a_fresh_run_marks_trains_and_measures_gemma_at_4k_then_the_shipped_adapter(tmp_path):
+def test_a_fresh_run_marks_trains_and_measures_gemma_at_4k_and_a_baseline_only_when_named(tmp_path):
     lines = [line for line in commands(tmp_path) if "--model gemma3-270m" in line]
-    mark, train, compare, suite, shipped = lines
+    mark, train, compare, suite = lines
     for line in (mark, train):
         assert "--genres plays novels code technical --length 4096" in line
         assert f"--marking-dir {tmp_path}/marking " in line
     assert "--phases mark" in mark and "--phases warm,joint" in train and "--resume-from-checkpoint" not in train
     assert f"bench compare --model gemma3-270m --adapter {tmp_path}/mix4k" in compare
     assert f"--adapter {tmp_path}/mix4k" in suite and "--lengths 4096" in suite and "--methods sdtp recency" in suite
-    assert "--adapter" not in shipped and f"--out {tmp_path}/shipped/eval" in shipped
+
+    with_baseline = [line for line in commands(tmp_path, BASELINE="/old/adapter") if "--model gemma3-270m" in line]
+    assert with_baseline[:4] == lines
+    base_compare, base_suite = with_baseline[4:]
+    windows = compare.split(" --out ")[0].split(f"{tmp_path}/mix4k ")[1]
+    assert windows.startswith("--genres ") and windows in base_compare  # the same windows
+    for line in (base_compare, base_suite):
+        assert "--adapter /old/adapter" in line and f"--out {tmp_path}/baseline/eval" in line
 
 
 def test_finished_steps_are_skipped_and_training_resumes_from_a_checkpoint(tmp_path):
@@ -40,6 +47,17 @@ def test_finished_steps_are_skipped_and_training_resumes_from_a_checkpoint(tmp_p
     (tmp_path / "mix4k" / "eval").mkdir()
     for name in ("compare", "suite"):
         (tmp_path / "mix4k" / "eval" / f"{name}-gemma3-270m.json").write_text("{}")
-    (tmp_path / "shipped" / "eval").mkdir(parents=True)
-    (tmp_path / "shipped" / "eval" / "suite-gemma3-270m.json").write_text("{}")
     assert [line for line in commands(tmp_path) if "gemma3-270m" in line] == []
+
+
+def test_the_gemma_results_kept_in_docs_render_and_their_page_is_current():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ablation_table", ROOT / "recipes" / "ablation_table.py")
+    ablation_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation_table)
+    kept = ROOT / "docs" / "benchmarks" / "gemma-mix"
+    md = ablation_table.table(kept, ["plays-only", "mix4k"])
+    for arm in ("plays-only", "mix4k"):  # one row per adapter in each of the four tables
+        assert sum(line.startswith(f"| {arm} | ") for line in md.splitlines()) == 4
+    assert (kept / "tables.md").read_text().split("\n\n", 1)[1] == md
