@@ -90,8 +90,8 @@ def suite_table(arms: dict[str, dict]) -> list[str]:
         return [res["per_prompt"][method]["score"][i] for i, s in enumerate(res["samples"]) if s["task"] == task]
 
     head = [f"{t}: arm | {t}: unpruned | {t}: arm - recency | {t}: arm - {first}" for t in tasks]
-    lines = ["| arm | " + " | ".join(head) + " | summary ROUGE-L | degenerate: arm / unpruned | ROUGE-L: arm - recency |",
-             "|---|" + "---|---|---|---|" * len(tasks) + "---|---|---|"]
+    lines = ["| arm | " + " | ".join(head) + " | summary ROUGE-L | degenerate: arm / unpruned | ROUGE-L: arm - recency "
+             f"| ROUGE-L: arm - {first} |", "|---|" + "---|---|---|---|" * len(tasks) + "---|---|---|---|"]
     for arm, res in measured.items():
         if res["samples"] != measured[first]["samples"]:
             raise ValueError(f"arm {arm}: its suite prompts differ from {first}'s; the arms must be measured on the same prompts")
@@ -106,9 +106,11 @@ def suite_table(arms: dict[str, dict]) -> list[str]:
             m = pooled["methods"]
             row += [cell(m[TRAINED]["rouge_l"], ".3f"),
                     f"{m[TRAINED]['degenerate']['mean']:.2f} / {m[BASE]['degenerate']['mean']:.2f}",
-                    paired(m[RECENCY]["vs_sdtp"]["rouge_l"], "+.3f") if RECENCY in m else "—"]
+                    paired(m[RECENCY]["vs_sdtp"]["rouge_l"], "+.3f") if RECENCY in m else "—",
+                    "—" if arm == first else paired(paired_cell(scores(res, "summarization", TRAINED),
+                                                                scores(measured[first], "summarization", TRAINED)), "+.3f")]
         else:
-            row += ["—"] * 3
+            row += ["—"] * 4
         lines.append(f"| {arm} | " + " | ".join(row) + " |")
     return lines
 

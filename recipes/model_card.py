@@ -27,7 +27,8 @@ from sdtp_adapter.zoo import DEFAULT_MODEL, MODELS, SHIPPED_ADAPTERS
 TRAIN_COMMANDS = {
     "smollm2-135m-instruct": "python recipes/train.py --output-dir DIR --genres plays novels code technical --length 1024 "
                              "--samples 192 --steps 200 --per-device-batch-size 2 --save-every 10",
-    "gemma3-270m": "python recipes/train.py --output-dir DIR --model gemma3-270m --samples 120 --steps 40",
+    "gemma3-270m": "python recipes/train.py --output-dir DIR --model gemma3-270m --genres plays novels code technical "
+                   "--length 4096 --samples 32 --steps 24 --save-every 4 --seed 1",
 }
 
 

@@ -38,24 +38,26 @@ def compare_results(sdtp: list[float], recency: list[float]) -> dict:
     return {"genres": genres}
 
 
-def suite_results(sdtp: list[float], recency: list[float]) -> dict:
+def suite_results(sdtp: list[float], recency: list[float], summaries: list[float] | None = None) -> dict:
     n = len(sdtp)
+    summaries = summaries or [0.6] * n
     samples = [{"task": "retrieval", "length": 1024, "bucket": ("start", "middle", "end")[i % 3]} for i in range(n)]
     samples += [{"task": "summarization", "length": 1024, "bucket": "whole"} for _ in range(n)]
     names = [m.name for m in METHODS]
     per_prompt = {
         names[0]: {"score": [1.0] * n + [1.0] * n, "degenerate": [False] * 2 * n, "new_tokens": [10] * 2 * n},
-        names[1]: {"score": sdtp + [0.6] * n, "degenerate": [False] * 2 * n, "new_tokens": [10] * 2 * n},
+        names[1]: {"score": sdtp + summaries, "degenerate": [False] * 2 * n, "new_tokens": [10] * 2 * n},
         names[2]: {"score": recency + [0.4] * n, "degenerate": [True] + [False] * (2 * n - 1), "new_tokens": [10] * 2 * n},
     }
     evaluation = {"methods": names, "per_prompt": per_prompt}
     return {"samples": samples, "methods": names, "per_prompt": per_prompt} | suite_stats.summarize(samples, evaluation)
 
 
-def write_arm(out: Path, arm: str, sdtp: list[float], recency: list[float], scores: list[float]) -> None:
+def write_arm(out: Path, arm: str, sdtp: list[float], recency: list[float], scores: list[float],
+              summaries: list[float] | None = None) -> None:
     (out / arm / "eval").mkdir(parents=True)
     (out / arm / "eval" / "compare-m.json").write_text(json.dumps({"meta": {}, "results": compare_results(sdtp, recency)}))
-    (out / arm / "eval" / "suite-m.json").write_text(json.dumps({"meta": {}, "results": suite_results(scores, [0.0] * len(scores))}))
+    (out / arm / "eval" / "suite-m.json").write_text(json.dumps({"meta": {}, "results": suite_results(scores, [0.0] * len(scores), summaries)}))
     rows = [[0, 1], [2, 3], [0, 4], [5, 1]]  # 6 distinct samples
     joint = [{"step": i + 1, "lm": 2.0, "seconds": s, "rows": r} for i, (s, r) in enumerate(zip([30.0, 32.0, 9999.0, 31.0], rows))]
     (out / arm / "trainer_state.json").write_text(json.dumps({"joint": joint, "args": {"per_device_batch_size": 2}}))
@@ -63,7 +65,8 @@ def write_arm(out: Path, arm: str, sdtp: list[float], recency: list[float], scor
 
 def test_tables_hold_the_arms_figures_and_naive_paired_differences(tmp_path):
     write_arm(tmp_path, "paper", [3.03, 3.06, 3.00, 3.09], [3.06, 3.09, 3.03, 3.12], [1.0, 1.0, 0.0, 1.0])
-    write_arm(tmp_path, "distill", [3.00, 3.03, 2.97, 3.06], [3.06, 3.09, 3.03, 3.12], [1.0, 0.0, 0.0, 1.0])
+    write_arm(tmp_path, "distill", [3.00, 3.03, 2.97, 3.06], [3.06, 3.09, 3.03, 3.12], [1.0, 0.0, 0.0, 1.0],
+              summaries=[0.7, 0.5, 0.9, 0.6])
     md = ablation_table.table(tmp_path, ["paper", "distill"])
     fidelity, tasks, training = md.split("### ")[1:]
     assert "| paper | +1.50 [" in fidelity  # mean dNLL of 3.03, 3.06, 3.00, 3.09 over 3.0: +1.5%
@@ -78,8 +81,29 @@ def test_tables_hold_the_arms_figures_and_naive_paired_differences(tmp_path):
     distill_row = next(line for line in tasks.split("\n") if line.startswith("| distill | "))
     assert f"| {tasks_expected[0]:+.2f} [{tasks_expected[1]:+.2f}, {tasks_expected[2]:+.2f}] |" in distill_row
     assert tasks_expected[0] == pytest.approx(-0.25)
+    rouge_expected = paired_difference([0.7, 0.5, 0.9, 0.6], [0.6] * 4)  # ROUGE-L, distill minus paper, by prompt
+    assert distill_row.endswith(f"| {rouge_expected[0]:+.3f} [{rouge_expected[1]:+.3f}, {rouge_expected[2]:+.3f}] |")
+    assert rouge_expected[0] == pytest.approx(0.075)
     assert "| paper | 6 | 4 | 2 | 31.5 | 2.000 |" in training  # the median ignores a paused step
     assert ablation_table.table(tmp_path) == md  # default order: paper (the reference arm) first
+
+
+def test_an_arm_measured_without_recency_or_a_joint_step_record_renders_dashes(tmp_path):
+    write_arm(tmp_path, "paper", [3.03, 3.06, 3.00, 3.09], [3.06] * 4, [1.0] * 4)
+    write_arm(tmp_path, "old", [3.03, 3.06, 3.00, 3.09], [3.06] * 4, [1.0, 0.0, 1.0, 1.0])
+    path = tmp_path / "old" / "eval" / "suite-m.json"
+    data = json.loads(path.read_text())
+    data["results"]["per_prompt"].pop("recency (StreamingLLM-like)")
+    data["results"]["summarization"]["all"]["methods"].pop("recency (StreamingLLM-like)")
+    path.write_text(json.dumps(data))
+    (tmp_path / "old" / "trainer_state.json").write_text(json.dumps({"args": {}, "history": []}))  # the old format
+    md = ablation_table.table(tmp_path, ["paper", "old"])
+    _, tasks, training = md.split("### ")[1:]
+    old_row = next(line for line in tasks.split("\n") if line.startswith("| old | "))
+    cells = [c.strip() for c in old_row.strip("|").split("|")]
+    assert cells[3] == "—" and cells[-2] == "—"  # retrieval minus recency, ROUGE-L minus recency
+    assert cells[4] != "—" and cells[-1] != "—"  # the differences against paper are still there
+    assert "| old | — | no joint-step record | — | — | — |" in training
 
 
 def test_arms_on_other_windows_or_missing_are_named(tmp_path):
