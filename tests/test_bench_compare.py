@@ -90,7 +90,8 @@ def test_compare_on_own_model_and_text_writes_to_out(own_model, tmp_path, monkey
     assert "Tasks mean with its 95% bootstrap interval over samples: base (unpruned) " in page
     assert f"**user**: 2 windows of --text-file {own_model / 'prose.txt'}; unpruned NLL" in page
     assert f"2 windows of --text-file {own_model / 'prose.txt'} (also the long-context tasks' filler)" in page
-    assert "(mine/compare-quality-speed.png)" in page
+    assert "(mine/compare-tiny-llama-quality-speed.png)" in page  # one plot per model: models share --out
+    assert (tmp_path / "runs" / "mine" / "compare-tiny-llama-quality-speed.png").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]  # nothing in ./sdtp-bench
 
 

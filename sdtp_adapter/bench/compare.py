@@ -16,7 +16,7 @@ method against SDTP (trained) (``bench.intervals``); the per-genre machinery and
 packaged model; kvpress runs on the default model only: ``--no-kvpress`` otherwise). ``--text-file`` /
 ``--dataset`` add the user's text as the genre ``user`` (the first one, alone unless ``--genres`` is
 given), and it is the filler the long-context tasks hide their facts in. Results:
-``<--out DIR>/compare-<model>.json`` and ``compare-quality-speed.png``.
+``<--out DIR>/compare-<model>.json`` and ``compare-<model>-quality-speed.png``.
 """
 
 from __future__ import annotations
@@ -264,8 +264,13 @@ def beats(sdtp: dict, rival: dict, figure: str, paired: dict | None) -> bool:
     return diff["high"] < 0
 
 
+def figure_name(res: dict) -> str:
+    """The plot's file name, one per model: several models' results share one ``--out`` folder."""
+    return f"compare-{res['model']}-quality-speed.png"
+
+
 def plot(data: dict, directory: Path) -> None:
-    """``compare-quality-speed.png`` in ``directory``: dNLL against measured prefill speedup per method."""
+    """``compare-<model>-quality-speed.png`` in ``directory``: dNLL against measured prefill speedup per method."""
     plt = pyplot()
     rows = [r for r in data["results"]["rows"] if r["kind"] in ("pruning", "compressor")]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
@@ -277,7 +282,7 @@ def plot(data: dict, directory: Path) -> None:
     ax.set_ylabel("continuation dNLL (%)")
     ax.set_title("Same budget: quality vs prefill speed")
     ax.grid(alpha=0.3)
-    save_figure(fig, "compare-quality-speed.png", directory)
+    save_figure(fig, figure_name(data["results"]), directory)
 
 
 def _adapter(res: dict) -> str:
@@ -352,7 +357,7 @@ def render(data: dict) -> list[str]:
                if v.get("better_means") == "paired 95% interval below zero" else ""),
         ]
     lines += render_task_intervals(res) + render_genres(res)
-    lines += ["", "![quality vs speed](benchmarks/compare-quality-speed.png)"]
+    lines += ["", f"![quality vs speed](benchmarks/{figure_name(res)})"]
     return lines
 
 
