@@ -22,6 +22,9 @@ ARMS=("$@")
 [ ${#ARMS[@]} -gt 0 ] || ARMS=(paper distill window30 text-only chats-only followup)
 PY=${PYTHON:-python}
 HERE=$(cd "$(dirname "$0")" && pwd)
+MODEL=()  # the default model, SmolLM2-135M-Instruct
+LABEL=smollm2-135m-instruct
+source "$HERE/steps.sh"
 COMMON=(--genres plays novels code technical --length 1024 --samples 48 --steps 40 --per-device-batch-size 2
         --save-every 10 --save-total-limit 1 --seed 1)
 # evaluation: 1K prefixes (the training length), 8 windows per genre; the suite at 1K with 20 prompts per task
@@ -47,26 +50,14 @@ for arm in "${ARMS[@]}"; do
   marking=${words[0]}
   flags=("${words[@]:1}")
   out="$OUT/$arm"
-  compare_json="$out/eval/compare-smollm2-135m-instruct.json"
-  suite_json="$out/eval/suite-smollm2-135m-instruct.json"
-  if [ -f "$compare_json" ] && [ -f "$suite_json" ]; then
+  if measured "$out/eval"; then
     echo "$arm: measured already (its eval JSONs exist), skipped"
     continue
   fi
-  if [ ! -f "$out/adapter_config.json" ]; then
-    if [ ! -f "$OUT/$marking/shard-0-of-1.safetensors" ]; then
-      $PY "$HERE/train.py" --output-dir "$OUT/$marking-run" "${COMMON[@]}" "${flags[@]}" --phases mark \
-        --marking-dir "$OUT/$marking" --overwrite-output-dir
-    fi
-    resume=()
-    ls -d "$out"/checkpoint-* >/dev/null 2>&1 && resume=(--resume-from-checkpoint latest)
-    $PY "$HERE/train.py" --output-dir "$out" "${COMMON[@]}" "${flags[@]}" --phases warm,joint \
-      --marking-dir "$OUT/$marking" --no-overwrite-output-dir "${resume[@]}"
+  if [ ! -f "$out/adapter_config.json" ]; then  # not `[ ] || f`: set -e does not apply inside f there
+    train_resumable "$out" "$OUT/$marking" "${COMMON[@]}" "${flags[@]}"
   fi
-  [ -f "$compare_json" ] || \
-    $PY -m sdtp_adapter.cli bench compare --adapter "$out" "${COMPARE[@]}" --out "$out/eval"
-  [ -f "$suite_json" ] || \
-    $PY -m sdtp_adapter.cli bench suite --adapter "$out" "${SUITE[@]}" --out "$out/eval"
+  measure "$out" "$out/eval"
   echo "$arm: done $(date +%T)"
 done
 $PY "$HERE/ablation_table.py" "$OUT" "${ARMS[@]}"

@@ -89,6 +89,12 @@ def suite_table(arms: dict[str, dict]) -> list[str]:
     def scores(res: dict, task: str, method: str) -> list[float]:
         return [res["per_prompt"][method]["score"][i] for i, s in enumerate(res["samples"]) if s["task"] == task]
 
+    def minus_first(arm: str, task: str, fmt: str) -> str:
+        """The arm's per-prompt scores on ``task`` minus the first arm's, paired by prompt."""
+        if arm == first:
+            return "—"
+        return paired(paired_cell(scores(measured[arm], task, TRAINED), scores(measured[first], task, TRAINED)), fmt)
+
     head = [f"{t}: arm | {t}: unpruned | {t}: arm - recency | {t}: arm - {first}" for t in tasks]
     lines = ["| arm | " + " | ".join(head) + " | summary ROUGE-L | degenerate: arm / unpruned | ROUGE-L: arm - recency "
              f"| ROUGE-L: arm - {first} |", "|---|" + "---|---|---|---|" * len(tasks) + "---|---|---|---|"]
@@ -100,15 +106,14 @@ def suite_table(arms: dict[str, dict]) -> list[str]:
             own = scores(res, task, TRAINED)
             row += [cell(interval_cell(own), ".2f"), cell(interval_cell(scores(res, task, BASE)), ".2f"),
                     paired(paired_cell(own, scores(res, task, RECENCY))) if RECENCY in res["per_prompt"] else "—",
-                    "—" if arm == first else paired(paired_cell(own, scores(measured[first], task, TRAINED)))]
+                    minus_first(arm, task, "+.2f")]
         pooled = (res.get("summarization") or {}).get("all")
         if pooled:
             m = pooled["methods"]
             row += [cell(m[TRAINED]["rouge_l"], ".3f"),
                     f"{m[TRAINED]['degenerate']['mean']:.2f} / {m[BASE]['degenerate']['mean']:.2f}",
                     paired(m[RECENCY]["vs_sdtp"]["rouge_l"], "+.3f") if RECENCY in m else "—",
-                    "—" if arm == first else paired(paired_cell(scores(res, "summarization", TRAINED),
-                                                                scores(measured[first], "summarization", TRAINED)), "+.3f")]
+                    minus_first(arm, "summarization", "+.3f")]
         else:
             row += ["—"] * 4
         lines.append(f"| {arm} | " + " | ".join(row) + " |")

@@ -18,6 +18,8 @@ OUT=${1:?usage: gemma_mix.sh OUT}
 PY=${PYTHON:-python}
 HERE=$(cd "$(dirname "$0")" && pwd)
 MODEL=(--model gemma3-270m)
+LABEL=gemma3-270m
+source "$HERE/steps.sh"
 TRAIN=(--genres plays novels code technical --length 4096 --samples 32 --steps 24 --per-device-batch-size 1
        --save-every 4 --save-total-limit 1 --seed 1)
 COMPARE=(--genres plays novels code technical bible --windows 6 --prefix 2048 --continuation 128
@@ -25,26 +27,11 @@ COMPARE=(--genres plays novels code technical bible --windows 6 --prefix 2048 --
 SUITE=(--tasks retrieval second_turn summarization --lengths 4096 --prompts 10)
 
 run="$OUT/mix4k"
-if [ ! -f "$run/adapter_config.json" ]; then
-  if [ ! -f "$OUT/marking/shard-0-of-1.safetensors" ]; then
-    $PY "$HERE/train.py" "${MODEL[@]}" --output-dir "$OUT/marking-run" "${TRAIN[@]}" --phases mark \
-      --marking-dir "$OUT/marking" --overwrite-output-dir
-  fi
-  resume=()
-  ls -d "$run"/checkpoint-* >/dev/null 2>&1 && resume=(--resume-from-checkpoint latest)
-  $PY "$HERE/train.py" "${MODEL[@]}" --output-dir "$run" "${TRAIN[@]}" --phases warm,joint \
-    --marking-dir "$OUT/marking" --no-overwrite-output-dir "${resume[@]}"
+if [ ! -f "$run/adapter_config.json" ]; then  # not `[ ] || f`: set -e does not apply inside f there
+  train_resumable "$run" "$OUT/marking" "${TRAIN[@]}"
 fi
-[ -f "$run/eval/compare-gemma3-270m.json" ] || \
-  $PY -m sdtp_adapter.cli bench compare "${MODEL[@]}" --adapter "$run" "${COMPARE[@]}" --out "$run/eval"
-[ -f "$run/eval/suite-gemma3-270m.json" ] || \
-  $PY -m sdtp_adapter.cli bench suite "${MODEL[@]}" --adapter "$run" "${SUITE[@]}" --methods sdtp recency \
-    --out "$run/eval"
+measure "$run" "$run/eval" --methods sdtp recency
 if [ -n "${BASELINE:-}" ]; then  # the unpruned answers are recomputed: the suite always runs the base
-  [ -f "$OUT/baseline/eval/compare-gemma3-270m.json" ] || \
-    $PY -m sdtp_adapter.cli bench compare "${MODEL[@]}" --adapter "$BASELINE" "${COMPARE[@]}" --out "$OUT/baseline/eval"
-  [ -f "$OUT/baseline/eval/suite-gemma3-270m.json" ] || \
-    $PY -m sdtp_adapter.cli bench suite "${MODEL[@]}" --adapter "$BASELINE" "${SUITE[@]}" --methods sdtp \
-      --out "$OUT/baseline/eval"
+  measure "$BASELINE" "$OUT/baseline/eval" --methods sdtp
 fi
 echo "gemma_mix: done $(date +%T)"

@@ -167,3 +167,11 @@ def test_the_measured_arms_kept_in_docs_render_with_every_table_and_their_page_i
     assert "no joint-step record" not in md and "No " not in md
     # the page docs/training.md links is this output, regenerated whenever an arm is added
     assert (kept / "tables.md").read_text().split("\n\n", 1)[1] == md
+
+
+def test_the_gemma_results_kept_in_docs_render_and_their_page_is_current():
+    kept = ROOT / "docs" / "benchmarks" / "gemma-mix"  # recipes/gemma_mix.sh's run, next to the plays-only adapter
+    md = ablation_table.table(kept, ["plays-only", "mix4k"])
+    for arm in ("plays-only", "mix4k"):  # one row per adapter in each of the four tables
+        assert sum(line.startswith(f"| {arm} | ") for line in md.splitlines()) == 4
+    assert (kept / "tables.md").read_text().split("\n\n", 1)[1] == md
