@@ -2,7 +2,7 @@
 
     sdtp bench suite --adapter A --keep-ratio 0.95 --out runs/suite-r0.95      # one run per keep ratio
     sdtp bench sweep --adapter A --placements all --keep-ratios 0.97 0.95 0.9 --speed-tokens 2048 --out runs/sweep
-    python recipes/suite_pareto.py runs/suite-r*/suite-*.json --sweep runs/sweep/sweep.json --out runs/pareto
+    python recipes/suite_pareto.py runs/suite-r*/suite-*.json --sweep runs/sweep/sweep-smollm2-135m-instruct.json --out runs/pareto
 
 Writes ``<out>/suite-pareto.md`` (the QA table, with intervals and the share of the unpruned model's accuracy
 on the same prompts, and the summaries/verdicts table; each run's command and date), ``suite-pareto.png`` and
@@ -34,7 +34,7 @@ def read(path: Path, flag: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("suites", nargs="+", type=Path, help="suite-<model>.json files, one per keep ratio")
-    parser.add_argument("--sweep", type=Path, default=None, help="sweep.json with the measured speedups (optional)")
+    parser.add_argument("--sweep", type=Path, default=None, help="the sweep-<model>.json with the measured speedups (optional)")
     parser.add_argument("--out", type=Path, required=True, help="folder for suite-pareto.md/.png/.json")
     args = parser.parse_args()
     suites = [read(p, "suite") for p in args.suites]

@@ -19,7 +19,7 @@ def test_page_lists_each_present_section_with_machine_versions_command_and_date(
     points = [dict(scorer="SDTP", placement="p", layers=[1], keep_ratio=0.9, kept_share=0.5, delta_nll_pct=1.0, top1=0.9,
                    kl=0.1, speedup=1.5, flops_bound=2.0, pareto=True)]
     sweep = dict(model="m", prefix=10, continuation=2, windows=1, speed_tokens=20, repeats=1, base_nll=3.0, base_prefill_s=0.1, points=points)
-    path = meta.write_results("sweep", m, sweep, tmp_path)
+    path = meta.write_results("sweep-m", m, sweep, tmp_path)
     assert json.loads(path.read_text())["results"] == sweep
     page = report.write_report(tmp_path / "benchmarks.md", tmp_path).read_text()
     assert page.startswith("# Benchmarks")
@@ -55,7 +55,7 @@ def test_repository_page_keeps_its_header_and_links_other_pages_link_their_folde
                    kl=0.1, speedup=1.5, flops_bound=2.0, pareto=True)]
     sweep = dict(model="m", prefix=10, continuation=2, windows=1, speed_tokens=20, repeats=1, base_nll=3.0,
                  base_prefill_s=0.1, points=points)
-    meta.write_results("sweep", meta.run_meta("sdtp bench sweep --out mine"), sweep, folder)
+    meta.write_results("sweep-m", meta.run_meta("sdtp bench sweep --out mine"), sweep, folder)
     page = report.write_report(meta.report_path(folder), folder).read_text()
-    assert page.startswith("# Benchmarks") and "[`mine/`](mine/)" in page and "![Pareto plot](mine/sweep-pareto.png)" in page
+    assert page.startswith("# Benchmarks") and "[`mine/`](mine/)" in page and "![Pareto plot](mine/sweep-m-pareto.png)" in page
     assert "benchmarks/" not in page

@@ -95,7 +95,7 @@ def test_render_lists_every_point_and_the_plot():
     lines = sweep.render(data)
     rows = [line for line in lines if line.startswith("| ") and "placement" not in line]
     assert len(rows) == 2 and rows[0].startswith("| **SDTP**") and "+2.00%" in rows[1]
-    assert any("sweep-pareto.png" in line for line in lines)
+    assert any("sweep-m-pareto.png" in line for line in lines)
 
 
 def test_render_gives_intervals_and_the_paired_difference_when_the_points_have_them():
@@ -124,3 +124,11 @@ def test_sweep_windows_are_the_plays_or_each_genres_held_out_windows(monkeypatch
     assert list(out) == ["technical", "novels"] and all(len(w) == 3 and w[0].shape == (1, 100) for w in out.values())
     with pytest.raises(ValueError, match="--genres 'poetry' is unknown"):
         sweep.sweep_windows(CharTokenizer(), ["poetry"], 3, 100)
+
+
+def test_each_model_gets_its_own_plot_in_a_shared_folder(tmp_path):
+    point = dict(scorer="SDTP", placement="all 2 stages", layers=[1, 2], keep_ratio=0.9, kept_share=0.5,
+                 delta_nll_pct=1.0, top1=0.9, kl=0.1, speedup=1.5, flops_bound=2.0, pareto=True)
+    for model in ("a", "b"):
+        sweep.plot({"results": dict(model=model, prefix=100, speed_tokens=200, points=[point])}, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep-a-pareto.png", "sweep-b-pareto.png"]

@@ -156,7 +156,7 @@ def sweep_windows(tokenizer, genres: list[str] | None, count: int, length: int) 
 
 
 def run(args: argparse.Namespace) -> dict:
-    """Measure every point; writes ``sweep.json`` and the Pareto plot to ``args.out``."""
+    """Measure every point; writes ``sweep-<model>.json`` and its Pareto plot to ``args.out``."""
     directory = results_dir(args)
     genres = getattr(args, "genres", None)
     if genres is not None:
@@ -172,13 +172,18 @@ def run(args: argparse.Namespace) -> dict:
         "adapter": args.adapter,
     }
     data = {"meta": run_meta(args.command_line), "results": results}
-    write_results("sweep", data["meta"], results, directory)
+    write_results(f"sweep-{results['model']}", data["meta"], results, directory)  # one per model: models share an --out
     plot(data, directory)
     return data
 
 
+def figure_name(res: dict) -> str:
+    """The plot's file name, one per model: several models' sweeps share one ``--out`` folder."""
+    return f"sweep-{res['model']}-pareto.png"
+
+
 def plot(data: dict, directory: Path) -> None:
-    """``sweep-pareto.png`` in ``directory``: dNLL against measured speedup, one line per placement and scorer."""
+    """``sweep-<model>-pareto.png`` in ``directory``: dNLL against measured speedup, one line per placement and scorer."""
     plt = pyplot()
     res = data["results"]
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -199,7 +204,7 @@ def plot(data: dict, directory: Path) -> None:
     ax.set_title("Quality vs speed: keep ratio r (labels) x stage placement")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6)
-    save_figure(fig, "sweep-pareto.png", directory)
+    save_figure(fig, figure_name(res), directory)
 
 
 def _adapter(res: dict) -> str:
@@ -240,5 +245,5 @@ def render(data: dict) -> list[str]:
         if p["pareto"]:
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "![Pareto plot](benchmarks/sweep-pareto.png)"]
+    lines += ["", f"![Pareto plot](benchmarks/{figure_name(res)})"]
     return lines
