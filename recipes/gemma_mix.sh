@@ -10,6 +10,9 @@
 # from its newest checkpoint and the suite from its journal. The 2026-11-27 run (its adapter shipped since) is
 # kept in docs/benchmarks/gemma-mix: eval JSONs, trainer_state.json, adapter_config.json, and tables.md from
 # `python recipes/ablation_table.py OUT baseline mix4k` (the baseline kept as plays-only).
+# Training simulates keep ratio 0.9; the adapter is saved at Gemma's chosen inference budget, keep ratio 0.95
+# (zoo.PackagedModel.inference_schedule, since 2026-11-27), and measured there. The kept run predates that: its
+# adapter was saved, and measured, at 0.9.
 # Reduced against the full plan of docs/quality.md (30 prompts per task at 4K and 8K, hundreds of steps):
 # 32 samples, 24 joint steps of one sample, prose at 2K prefixes (6 windows per genre), the suite at 4K only
 # with 10 prompts per task.

@@ -214,7 +214,7 @@ def test_recipe_defaults_reproduce_the_shipped_run_and_flags_override_them(tmp_p
 
 def test_recipe_saves_the_models_chosen_inference_schedule_unless_its_flag_was_given(tmp_path):
     """SmolLM2: trained at keep ratio 0.9 with window 0.1, saved with the chosen 0.95 / 0.3 (zoo); a given flag
-    is trained with and kept; Gemma-3 has no chosen schedule (saved as trained)."""
+    is trained with and kept; Gemma-3 chooses only its keep ratio (0.95; the window stays as trained)."""
     from sdtp_adapter.zoo import MODELS
 
     spec = importlib.util.spec_from_file_location("recipe_train", ROOT / "recipes" / "train.py")
@@ -231,7 +231,9 @@ def test_recipe_saves_the_models_chosen_inference_schedule_unless_its_flag_was_g
     args, _, config = recipe.settings(["--output-dir", str(tmp_path), "--keep-ratio", "0.8"])
     assert (recipe.inference_config(config, args).keep_ratio, recipe.inference_config(config, args).local_window_ratio) == (0.8, 0.3)
     args, _, config = recipe.settings(["--output-dir", str(tmp_path), "--model", "gemma3-270m"])
-    assert recipe.inference_config(config, args) == config
+    saved = recipe.inference_config(config, args)
+    assert (config.keep_ratio, saved.keep_ratio) == (0.9, 0.95)
+    assert saved.to_dict() | {"keep_ratio": 0.9} == config.to_dict()
 
 
 def test_recipe_never_defaults_to_a_shipped_folder():
