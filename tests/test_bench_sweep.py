@@ -126,9 +126,18 @@ def test_sweep_windows_are_the_plays_or_each_genres_held_out_windows(monkeypatch
         sweep.sweep_windows(CharTokenizer(), ["poetry"], 3, 100)
 
 
-def test_each_model_gets_its_own_plot_in_a_shared_folder(tmp_path):
-    point = dict(scorer="SDTP", placement="all 2 stages", layers=[1, 2], keep_ratio=0.9, kept_share=0.5,
-                 delta_nll_pct=1.0, top1=0.9, kl=0.1, speedup=1.5, flops_bound=2.0, pareto=True)
-    for model in ("a", "b"):
-        sweep.plot({"results": dict(model=model, prefix=100, speed_tokens=200, points=[point])}, tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep-a-pareto.png", "sweep-b-pareto.png"]
+def test_two_models_sweeps_in_one_folder_keep_their_own_results_and_plots(tmp_path, monkeypatch):
+    import argparse
+    import json
+
+    model = get_sdtp_model(tiny_llama(), SDTPConfig(prune_layers=[1, 3], keep_ratio=0.8, protected_first=2, local_window_ratio=0.1))
+    monkeypatch.setattr(sweep, "load_sdtp", lambda *a: (model, None))
+    monkeypatch.setattr(sweep, "sweep_windows", lambda tokenizer, genres, count, length: {"plays": [random_ids(length, seed=s) for s in range(count)]})
+    monkeypatch.setattr(sweep, "heldout_ids", lambda tokenizer, n: random_ids(n))
+    for name in ("model-a", "model-b"):
+        args = argparse.Namespace(model=name, adapter=None, windows=2, prefix=40, continuation=8, speed_tokens=64, repeats=1,
+                                  keep_ratios=[0.8], placements=["all"], scorers=None, out=str(tmp_path), command_line="sdtp bench sweep")
+        sweep.run(args)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep-model-a-pareto.png", "sweep-model-a.json",
+                                                          "sweep-model-b-pareto.png", "sweep-model-b.json"]
+    assert json.loads((tmp_path / "sweep-model-a.json").read_text())["results"]["model"] == "model-a"
