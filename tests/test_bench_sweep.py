@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
 
 import pytest
@@ -127,9 +129,6 @@ def test_sweep_windows_are_the_plays_or_each_genres_held_out_windows(monkeypatch
 
 
 def test_two_models_sweeps_in_one_folder_keep_their_own_results_and_plots(tmp_path, monkeypatch):
-    import argparse
-    import json
-
     model = get_sdtp_model(tiny_llama(), SDTPConfig(prune_layers=[1, 3], keep_ratio=0.8, protected_first=2, local_window_ratio=0.1))
     monkeypatch.setattr(sweep, "load_sdtp", lambda *a: (model, None))
     monkeypatch.setattr(sweep, "sweep_windows", lambda tokenizer, genres, count, length: {"plays": [random_ids(length, seed=s) for s in range(count)]})

@@ -48,4 +48,3 @@ def test_finished_steps_are_skipped_and_training_resumes_from_a_checkpoint(tmp_p
     for name in ("compare", "suite"):
         (tmp_path / "mix4k" / "eval" / f"{name}-gemma3-270m.json").write_text("{}")
     assert [line for line in commands(tmp_path) if "gemma3-270m" in line] == []
-
