@@ -201,7 +201,7 @@ def test_keep_ratio_and_window_override_every_pruning_method_and_are_recorded(ow
             suite.run(parser.parse_args(base[2:] + [flag, value]))
 
 
-def test_few_prompts_warning_tells_a_smoke_test_from_small_depth_buckets():
+def test_few_prompts_warning_tells_a_smoke_test_from_provisional_verdicts_and_small_depth_buckets():
     from sdtp_adapter.bench.suite_render import few_prompts_warning
     from sdtp_adapter.bench.suite_stats import ALL
 
@@ -212,3 +212,7 @@ def test_few_prompts_warning_tells_a_smoke_test_from_small_depth_buckets():
     caution = "".join(few_prompts_warning(res(30, 8)))
     assert "smoke test" not in caution and "Depth buckets hold as few as 8 prompts" in caution
     assert few_prompts_warning(res(30, 12)) == []
+    provisional = "".join(few_prompts_warning(res(12, 4)))  # enough for intervals, too few for a verdict
+    assert "smoke test" not in provisional and "With 12 prompts in a cell the verdicts below are provisional" in provisional
+    assert "Depth buckets hold as few as 4 prompts" in provisional
+    assert "Depth buckets" not in "".join(few_prompts_warning(res(20, 10)))
