@@ -215,4 +215,5 @@ def test_few_prompts_warning_tells_a_smoke_test_from_provisional_verdicts_and_sm
     provisional = "".join(few_prompts_warning(res(12, 4)))  # enough for intervals, too few for a verdict
     assert "smoke test" not in provisional and "With 12 prompts in a cell the verdicts below are provisional" in provisional
     assert "Depth buckets hold as few as 4 prompts" in provisional
-    assert "Depth buckets" not in "".join(few_prompts_warning(res(20, 10)))
+    between = "".join(few_prompts_warning(res(20, 10)))
+    assert "With 20 prompts in a cell the verdicts below are provisional" in between and "Depth buckets" not in between
